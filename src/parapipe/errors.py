@@ -1,0 +1,268 @@
+"""Every error parapipe raises, rooted at one class so callers can catch them all.
+
+The tree::
+
+    ParapipeError
+     +-- ConfigError          a stage, graph or engine option is wrong (raised before work starts)
+     |    +-- GraphError      the composition of stages is invalid
+     +-- EngineClosed         submit/map after close()
+     +-- WorkerStartupError   a worker could not start or its setup() raised
+     +-- StageFailed          a stage cannot keep any worker alive; the stage is down
+     +-- ItemError            one item failed; carries stage, index and key. Errors are data:
+          |                   each one turns into JSON with to_dict() and back with from_dict()
+          +-- StageError      user code raised inside a stage (remote traceback attached)
+          +-- WorkerDied      the worker holding the item died (signal / exit code)
+          +-- TaskTimeout     the item ran past the stage's timeout and its worker was replaced
+
+An `ItemError` never takes the engine down: the engine keeps serving other items.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+__all__ = [
+    "ConfigError",
+    "EngineClosed",
+    "GraphError",
+    "ItemError",
+    "ParapipeError",
+    "StageError",
+    "StageFailed",
+    "TaskTimeout",
+    "WorkerDied",
+    "WorkerStartupError",
+]
+
+
+class ParapipeError(Exception):
+    """Root of every parapipe error."""
+
+
+class ConfigError(ParapipeError, ValueError):
+    """An option is invalid; the message names the option and what to change."""
+
+
+class GraphError(ConfigError):
+    """The graph of stages is invalid (empty pipeline, duplicate branch, not a stage)."""
+
+
+class EngineClosed(ParapipeError, RuntimeError):
+    """The engine was closed; create a new one (or use it inside ``with``)."""
+
+
+class WorkerStartupError(ParapipeError, RuntimeError):
+    """A worker process failed to start: its import, budget or ``setup()`` failed or timed out."""
+
+
+class StageFailed(ParapipeError, RuntimeError):
+    """A stage could not keep workers alive (its setup keeps crashing); it serves nothing more."""
+
+    def __init__(self, stage: str, message: str) -> None:
+        super().__init__(f"stage {stage!r} failed: {message}")
+        self.stage = stage
+
+
+class ItemError(ParapipeError):
+    """One item failed. Raised by ``Future.result()`` or yielded by ``map(return_exceptions=True)``.
+
+    Attributes:
+        stage: name of the stage where the item failed.
+        index: position of the item in its ``map`` call, or the submit sequence number.
+        key: the item's journal key when one was given, else None.
+        message: human readable detail.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        message: str,
+        *,
+        index: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.stage = stage
+        self.message = message
+        self.index = index
+        self.key = key
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        where = f"stage {self.stage!r}"
+        if self.index is not None:
+            where += f", item {self.index}"
+        if self.key is not None:
+            where += f" (key {self.key!r})"
+        return f"{where}: {self._detail()}"
+
+    def _detail(self) -> str:
+        return self.message
+
+    def __str__(self) -> str:
+        return self._text()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.to_dict()))
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable description, for output files and the HTTP API."""
+        return {
+            "type": type(self).__name__,
+            "stage": self.stage,
+            "message": self.message,
+            "index": self.index,
+            "key": self.key,
+            **self._extra(),
+        }
+
+    def _extra(self) -> dict[str, Any]:
+        return {}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> ItemError:
+        return cls(d["stage"], d["message"], index=d.get("index"), key=d.get("key"))
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> ItemError:
+        """Rebuild an error written by `to_dict` (the type is looked up by name)."""
+        cls = _ITEM_ERRORS.get(d.get("type", ""), ItemError)
+        return cls._from_fields(d)
+
+
+class StageError(ItemError):
+    """User code raised inside a stage.
+
+    Attributes:
+        exc_type: qualified name of the original exception type (e.g. ``ValueError``).
+        traceback: the formatted traceback from inside the worker.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        message: str,
+        *,
+        exc_type: str = "Exception",
+        traceback: str = "",
+        index: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.exc_type = exc_type
+        self.traceback = traceback
+        super().__init__(stage, message, index=index, key=key)
+
+    def _detail(self) -> str:
+        return f"{self.exc_type}: {self.message}"
+
+    def _extra(self) -> dict[str, Any]:
+        return {"exc_type": self.exc_type, "traceback": self.traceback}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> ItemError:
+        return cls(
+            d["stage"],
+            d["message"],
+            exc_type=d.get("exc_type", "Exception"),
+            traceback=d.get("traceback", ""),
+            index=d.get("index"),
+            key=d.get("key"),
+        )
+
+
+class WorkerDied(ItemError):
+    """The worker process holding the item died.
+
+    Attributes:
+        exitcode: the process exit code; negative means killed by that signal number.
+        attempts: how many times the item was tried before giving up.
+    """
+
+    def __init__(
+        self,
+        stage: str,
+        message: str = "",
+        *,
+        exitcode: int | None = None,
+        attempts: int = 1,
+        index: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.exitcode = exitcode
+        self.attempts = attempts
+        if not message:
+            message = describe_exit(exitcode)
+        super().__init__(stage, message, index=index, key=key)
+
+    def _extra(self) -> dict[str, Any]:
+        return {"exitcode": self.exitcode, "attempts": self.attempts}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> ItemError:
+        return cls(
+            d["stage"],
+            d["message"],
+            exitcode=d.get("exitcode"),
+            attempts=d.get("attempts", 1),
+            index=d.get("index"),
+            key=d.get("key"),
+        )
+
+
+class TaskTimeout(ItemError):
+    """The item ran longer than the stage's ``timeout``; its worker was killed and replaced."""
+
+    def __init__(
+        self,
+        stage: str,
+        message: str = "",
+        *,
+        timeout: float | None = None,
+        attempts: int = 1,
+        index: int | None = None,
+        key: str | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.attempts = attempts
+        super().__init__(stage, message or f"ran past the timeout of {timeout} s", index=index, key=key)
+
+    def _extra(self) -> dict[str, Any]:
+        return {"timeout": self.timeout, "attempts": self.attempts}
+
+    @classmethod
+    def _from_fields(cls, d: dict[str, Any]) -> ItemError:
+        return cls(
+            d["stage"],
+            d["message"],
+            timeout=d.get("timeout"),
+            attempts=d.get("attempts", 1),
+            index=d.get("index"),
+            key=d.get("key"),
+        )
+
+
+def describe_exit(exitcode: int | None) -> str:
+    """Say why a worker ended, with the likely cause, from its exit code."""
+    if exitcode is None:
+        return "worker died (exit code unknown)"
+    if exitcode < 0:
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        hint = ""
+        if -exitcode == signal.SIGKILL:
+            hint = " (killed from outside: often the kernel's OOM killer or a memory limit)"
+        elif -exitcode == signal.SIGSEGV:
+            hint = " (segmentation fault in native code)"
+        return f"worker was killed by {name}{hint}"
+    return f"worker exited with code {exitcode}"
+
+
+def _rebuild(cls: type[ItemError], d: dict[str, Any]) -> ItemError:
+    return cls._from_fields(d)
+
+
+_ITEM_ERRORS: dict[str, type[ItemError]] = {
+    c.__name__: c for c in (ItemError, StageError, WorkerDied, TaskTimeout)
+}

@@ -1,0 +1,167 @@
+"""A stage is a model kept alive in its own worker process(es).
+
+The `Stage` object is built in the parent, pickled to each worker *before* ``setup()`` runs,
+so constructor arguments travel and model state made in ``setup()`` never does.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar, overload
+
+from .errors import ConfigError
+
+__all__ = ["Stage", "stage"]
+
+GpuSpec = Sequence[int] | Sequence[Sequence[int]] | None
+
+_OPTION_NAMES = ("name", "cpus", "replicas", "gpus")
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Stage:
+    """Subclass this, give ``setup()`` and ``process()``; set options as class attributes.
+
+    Options:
+        cpus: cores (and thread-pool size) per replica, or ``"auto"`` to let the engine measure.
+        replicas: how many worker processes serve this stage.
+        gpus: device ids; ``[0, 1]`` gives replica *i* device ``i % 2``, ``[[0, 1]]`` gives every
+            replica both. Set as ``CUDA_VISIBLE_DEVICES`` before any user code runs.
+        name: the stage's name in errors, stats and plans (defaults to the class name).
+    """
+
+    name: str | None = None
+    cpus: int | str = 1
+    replicas: int = 1
+    gpus: GpuSpec = None
+
+    def setup(self) -> None:
+        """Load the model. Runs once per worker, after the CPU budget is applied."""
+
+    def process(self, item: Any) -> Any:
+        """Handle one item and return its result."""
+        raise NotImplementedError(f"{type(self).__name__} must define process(item)")
+
+    def teardown(self) -> None:
+        """Release what ``setup()`` took. Runs when the worker stops cleanly."""
+
+    @property
+    def stage_name(self) -> str:
+        return self.name or type(self).__name__
+
+    def options(self, **opts: Any) -> Stage:
+        """A copy of this stage with some options changed, e.g. ``S().options(replicas=2)``."""
+        unknown = set(opts) - set(_OPTION_NAMES)
+        if unknown:
+            raise ConfigError(f"unknown stage option(s) {sorted(unknown)}; use {list(_OPTION_NAMES)}")
+        clone = copy.copy(self)
+        for key, value in opts.items():
+            setattr(clone, key, value)
+        clone.validate()
+        return clone
+
+    def validate(self) -> None:
+        """Check the options; raise `ConfigError` saying what to fix."""
+        name = self.stage_name
+        if not isinstance(self.replicas, int) or self.replicas < 1:
+            raise ConfigError(f"stage {name!r}: replicas must be an int >= 1, got {self.replicas!r}")
+        if self.cpus != "auto" and (not isinstance(self.cpus, int) or self.cpus < 1):
+            raise ConfigError(f"stage {name!r}: cpus must be an int >= 1 or 'auto', got {self.cpus!r}")
+        self.gpus_for(0)
+
+    def gpus_for(self, replica: int) -> tuple[int, ...]:
+        """The GPU device ids given to one replica."""
+        if not self.gpus:
+            return ()
+        spec = list(self.gpus)
+        chosen = spec[replica % len(spec)]
+        ids = tuple(chosen) if isinstance(chosen, (list, tuple)) else (chosen,)
+        if not all(isinstance(i, int) and i >= 0 for i in ids):
+            raise ConfigError(f"stage {self.stage_name!r}: gpus must hold device ids, got {self.gpus!r}")
+        return ids
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.stage_name!r} replicas={self.replicas} cpus={self.cpus}>"
+
+
+class _FunctionStage(Stage):
+    """A plain function as a stage. Pickled as a reference to the function, never by value."""
+
+    def __init__(self, fn: Callable[..., Any], **opts: Any) -> None:
+        if not callable(fn):
+            raise ConfigError(f"pp.stage() needs a function, got {fn!r}")
+        self.fn = fn
+        self.name = opts.pop("name", None) or getattr(fn, "__name__", "stage")
+        for key, value in opts.items():
+            if key not in _OPTION_NAMES:
+                raise ConfigError(f"unknown stage option {key!r}; use {list(_OPTION_NAMES)}")
+            setattr(self, key, value)
+        self.validate()
+
+    def process(self, item: Any) -> Any:
+        return self.fn(item)
+
+    def __call__(self, item: Any) -> Any:
+        return self.fn(item)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["fn"] = _function_ref(self.fn, self.stage_name)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        ref = state["fn"]
+        state["fn"] = _resolve_function(*ref) if isinstance(ref, tuple) else ref
+        self.__dict__.update(state)
+
+
+def _function_ref(fn: Callable[..., Any], name: str) -> tuple[str, str] | Callable[..., Any]:
+    """Name the function by import path when it was replaced by its own stage (decorator use)."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if module is None or "<" in qualname:
+        raise ConfigError(
+            f"stage {name!r}: {fn!r} cannot be sent to a worker process; "
+            "define the function at module level (lambdas and nested functions cannot be pickled)"
+        )
+    try:
+        found = _lookup(module, qualname)
+    except (ImportError, AttributeError):
+        return fn
+    if found is fn:
+        return fn
+    return (module, qualname)
+
+
+def _lookup(module: str, qualname: str) -> Any:
+    obj: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _resolve_function(module: str, qualname: str) -> Callable[..., Any]:
+    try:
+        found = _lookup(module, qualname)
+    except (ImportError, AttributeError) as exc:
+        raise pickle.UnpicklingError(f"cannot import stage function {module}.{qualname}: {exc}") from exc
+    return found.fn if isinstance(found, _FunctionStage) else found
+
+
+@overload
+def stage(fn: F, /, **opts: Any) -> _FunctionStage: ...
+@overload
+def stage(fn: None = None, /, **opts: Any) -> Callable[[F], _FunctionStage]: ...
+
+
+def stage(fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
+    """Make a stage of a plain function: ``pp.stage(fn, cpus=1, replicas=2)`` or ``@pp.stage(...)``.
+
+    The function must live at module level so workers can import it under ``spawn``.
+    """
+    if fn is None:
+        return lambda f: _FunctionStage(f, **opts)
+    return _FunctionStage(fn, **opts)
