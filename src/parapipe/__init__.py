@@ -5,7 +5,10 @@ Public API; everything not listed in ``__all__`` is internal and may change.
 
 from __future__ import annotations
 
+import contextlib
+
 from .context import WorkerContext, current
+from .engine import Engine
 from .errors import (
     ConfigError,
     EngineClosed,
@@ -18,16 +21,20 @@ from .errors import (
     WorkerDied,
     WorkerStartupError,
 )
+from .graph import Parallel, Pipeline
 from .stage import Stage, stage
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "Engine",
     "EngineClosed",
     "GraphError",
     "ItemError",
+    "Parallel",
     "ParapipeError",
+    "Pipeline",
     "Stage",
     "StageError",
     "StageFailed",
@@ -40,10 +47,7 @@ __all__ = [
 ]
 
 for _name in __all__:
-    _obj = globals()[_name]
-    if hasattr(_obj, "__module__"):
-        try:
-            _obj.__module__ = "parapipe"
-        except (AttributeError, TypeError):
-            pass
-del _name, _obj
+    # Tracebacks and reprs show the public path (parapipe.StageError), not the private module.
+    with contextlib.suppress(AttributeError, TypeError):
+        globals()[_name].__module__ = "parapipe"
+del _name

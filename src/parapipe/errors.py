@@ -263,6 +263,4 @@ def _rebuild(cls: type[ItemError], d: dict[str, Any]) -> ItemError:
     return cls._from_fields(d)
 
 
-_ITEM_ERRORS: dict[str, type[ItemError]] = {
-    c.__name__: c for c in (ItemError, StageError, WorkerDied, TaskTimeout)
-}
+_ITEM_ERRORS: dict[str, type[ItemError]] = {c.__name__: c for c in (ItemError, StageError, WorkerDied, TaskTimeout)}

@@ -1,0 +1,347 @@
+"""The Engine: the one place that wires resources, worker pools and the scheduler together.
+
+Start it with ``with Engine(graph) as engine:``; leaving the block drains in-flight work (or
+cancels it if the block raised), stops every worker and joins every thread it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import multiprocessing
+import queue
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Iterable, Iterator
+from concurrent.futures import CancelledError, Future
+from typing import Any, Literal
+
+from . import autotune
+from .errors import ConfigError, EngineClosed, ItemError
+from .graph import Node, as_graph, stages
+from .progress import progress_bar
+from .resources import StageRequest, WorkerBudget, format_plan, plan_static, usable_cores
+from .scheduler import Job, compile_graph
+from .stage import Stage
+from .worker.pool import StagePool
+
+__all__ = ["Engine"]
+
+log = logging.getLogger("parapipe")
+
+StartMethod = Literal["spawn", "forkserver", "fork"]
+Mode = Literal["throughput", "latency"]
+
+DEFAULT_STARTUP_TIMEOUT = 600.0
+"""Seconds every worker has to import and run setup(); large models on slow disks need minutes."""
+DEFAULT_RETRIES = 2
+_CHEAP_STAGE_SECONDS = 0.001
+_CHEAP_WINDOW = 1024
+
+_open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
+
+
+class Engine:
+    """Runs a graph of stages in long-lived worker processes.
+
+    Args:
+        graph: a `Stage`, a function, a `Pipeline` or a `Parallel`.
+        start_method: ``"spawn"`` (default; safe with CUDA), ``"forkserver"`` or ``"fork"``.
+        cpus: ``None`` uses each stage's own ``cpus``; ``"auto"`` measures every stage on the
+            ``warmup`` items and chooses threads and replicas per stage.
+        mode: what ``"auto"`` optimises: ``"throughput"`` (items/s) or ``"latency"`` (one item).
+        warmup: items run through the graph at start to measure stages (for ``cpus="auto"``).
+        cores: the cores to plan on; default: those this process may use (affinity, cgroups).
+        startup_timeout: seconds each worker has to finish ``setup()``.
+        retries: attempts after a worker death before an item fails with `WorkerDied`.
+    """
+
+    def __init__(
+        self,
+        graph: Node | Any,
+        *,
+        start_method: StartMethod = "spawn",
+        cpus: Literal["auto"] | None = None,
+        mode: Mode = "throughput",
+        warmup: Iterable[Any] | None = None,
+        cores: Iterable[int] | None = None,
+        startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
+        if cpus not in (None, "auto"):
+            raise ConfigError(f"Engine cpus must be None or 'auto', got {cpus!r}; set per-stage cpus on the stages")
+        if mode not in ("throughput", "latency"):
+            raise ConfigError(f"mode must be 'throughput' or 'latency', got {mode!r}")
+        if start_method not in multiprocessing.get_all_start_methods():
+            raise ConfigError(f"start_method {start_method!r} is not available here; use 'spawn'")
+        self.graph = as_graph(graph)
+        self._stages = stages(self.graph)
+        if cpus == "auto":
+            self._stages = [s.options(cpus="auto") for s in self._stages]
+            self.graph = _rebind(self.graph, {s.stage_name: s for s in self._stages})
+        self.mode: Mode = mode
+        self._warmup = list(warmup) if warmup is not None else None
+        self._cores = tuple(cores) if cores is not None else usable_cores()
+        self._ctx = multiprocessing.get_context(start_method)
+        self._startup_timeout = startup_timeout
+        self._retries = retries
+        self._pools: dict[str, StagePool] = {}
+        self._root: Any = None
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._active: set[Job] = set()
+        self._seq = 0
+        self._state = "new"
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def __enter__(self) -> Engine:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.close(cancel=exc_type is not None)
+
+    def start(self) -> Engine:
+        """Start every worker and wait until all have run ``setup()``."""
+        if self._state != "new":
+            raise EngineClosed("an Engine starts once; create a new one")
+        self._state = "starting"
+        _open_engines.add(self)
+        try:
+            self._start_pools(self._initial_budgets())
+            if any(s.cpus == "auto" for s in self._stages):
+                self._autotune()
+        except BaseException:
+            self._stop_pools()
+            self._state = "closed"
+            raise
+        self._state = "running"
+        return self
+
+    def close(self, *, cancel: bool = False, timeout: float | None = None) -> None:
+        """Stop the engine. Idempotent.
+
+        Args:
+            cancel: cancel items not finished yet instead of waiting for them.
+            timeout: most seconds to wait for in-flight items; then they are cancelled.
+        """
+        with self._lock:
+            if self._state in ("closed", "new"):
+                self._state = "closed"
+                return
+            self._state = "closing"
+            if not cancel:
+                self._idle.wait_for(lambda: not self._active, timeout)
+            leftover = list(self._active)
+        for job in leftover:
+            job.future.cancel()
+            job.finished = True
+        self._stop_pools()
+        with self._lock:
+            self._state = "closed"
+        _open_engines.discard(self)
+
+    def _initial_budgets(self) -> list[WorkerBudget]:
+        requests = [
+            StageRequest(
+                s.stage_name,
+                s.replicas,
+                1 if s.cpus == "auto" else int(s.cpus),
+                tuple(s.gpus_for(i) for i in range(s.replicas)) if s.gpus else (),
+            )
+            for s in self._stages
+        ]
+        return plan_static(requests, self._cores)
+
+    def _start_pools(self, budgets: list[WorkerBudget]) -> None:
+        by_stage: dict[str, list[WorkerBudget]] = {}
+        for b in budgets:
+            by_stage.setdefault(b.stage, []).append(b)
+        for s in self._stages:
+            pool = StagePool(s, by_stage[s.stage_name], mp_context=self._ctx, retries=self._retries)
+            self._pools[s.stage_name] = pool
+            pool.start()
+        deadline = time.monotonic() + self._startup_timeout
+        for pool in self._pools.values():
+            pool.wait_ready(deadline)
+        self._root = compile_graph(self.graph, self._pools)
+
+    def _stop_pools(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+
+    def _autotune(self) -> None:
+        """Measure the stages on the warm-up items, re-plan, restart pools whose budget changed."""
+        if not self._warmup:
+            log.warning(
+                "cpus='auto' without warmup items: keeping one single-thread replica per "
+                "auto stage; pass Engine(..., warmup=[some items]) to measure and plan"
+            )
+            return
+        for item in self._warmup:
+            self._submit_job(item, None).result()
+        costs = {name: autotune.median_cost(pool) for name, pool in self._pools.items()}
+        budgets = autotune.plan(self._stages, self.graph, costs, self._cores, self.mode)
+        log.info("cpus='auto' measured %s and planned:\n%s", costs, format_plan([(b, None) for b in budgets]))
+        self._stop_pools()
+        self._pools = {}
+        self._start_pools(budgets)
+
+    # -- submission ----------------------------------------------------------------------
+
+    def submit(self, item: Any, *, key: str | None = None) -> Future[Any]:
+        """Send one item through the graph; the future gets its result or an `ItemError`."""
+        return self._submit_job(item, key)
+
+    async def asubmit(self, item: Any, *, key: str | None = None) -> Any:
+        """``await`` one item's result from a running event loop (for servers)."""
+        return await asyncio.wrap_future(self.submit(item, key=key))
+
+    def run(self, item: Any, *, timeout: float | None = None) -> Any:
+        """Process one item and block for its result."""
+        return self.submit(item).result(timeout)
+
+    def _submit_job(self, item: Any, key: str | None, index: int | None = None) -> Future[Any]:
+        future: Future[Any] = Future()
+        with self._lock:
+            if self._state not in ("running", "starting"):
+                raise EngineClosed(f"the engine is {self._state}; submit inside `with Engine(...)`")
+            if index is None:
+                index = self._seq
+                self._seq += 1
+            job = Job(future, index, key)
+            self._active.add(job)
+        future.add_done_callback(lambda f: self._job_done(job))
+        self._root.run(item, job, job.finish)
+        return future
+
+    def _job_done(self, job: Job) -> None:
+        job.finished = True
+        with self._lock:
+            self._active.discard(job)
+            if not self._active:
+                self._idle.notify_all()
+
+    def map(
+        self,
+        items: Iterable[Any],
+        *,
+        ordered: bool = True,
+        progress: bool | str = False,
+        return_exceptions: bool = False,
+        max_inflight: int | None = None,
+    ) -> Iterator[Any]:
+        """Stream items through the graph with a bounded number in flight.
+
+        Args:
+            ordered: yield results in input order (else as they complete).
+            progress: show a progress bar (``True`` or a description string).
+            return_exceptions: yield an `ItemError` in place of a failed item's result.
+            max_inflight: items in flight at once; default adapts to how cheap the stages are.
+                Lower it when items are large.
+        """
+        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+        with progress_bar(progress, total) as bar:
+            yield from self._map(iter(items), ordered, return_exceptions, max_inflight, bar)
+
+    def _map(
+        self,
+        items: Iterator[Any],
+        ordered: bool,
+        return_exceptions: bool,
+        max_inflight: int | None,
+        bar: Any,
+    ) -> Iterator[Any]:
+        done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        futures: dict[int, Future[Any]] = {}
+        next_in, next_out, exhausted = 0, 0, False
+        try:
+            while True:
+                window = max_inflight or self._window()
+                while not exhausted and len(futures) < window:
+                    try:
+                        item = next(items)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    fut = self._submit_job(item, None, index=next_in)
+                    futures[next_in] = fut
+                    fut.add_done_callback(lambda f, i=next_in: done.put(i))
+                    next_in += 1
+                if not futures:
+                    return
+                finished = done.get()
+                bar.update(1)
+                if ordered:
+                    while next_out in futures and futures[next_out].done():
+                        yield _outcome(futures.pop(next_out), return_exceptions)
+                        next_out += 1
+                else:
+                    yield _outcome(futures.pop(finished), return_exceptions)
+        finally:
+            for fut in futures.values():
+                fut.cancel()
+
+    def _window(self) -> int:
+        workers = sum(len(p.budgets) for p in self._pools.values())
+        slowest = max((p._service_ewma or 1.0) for p in self._pools.values())
+        return _CHEAP_WINDOW if slowest < _CHEAP_STAGE_SECONDS else max(8, 4 * workers)
+
+    # -- introspection -------------------------------------------------------------------
+
+    def workers(self) -> list[dict[str, Any]]:
+        """One row per worker: stage, replica, pid, cores, threads, gpus, thread pools seen."""
+        return [row for pool in self._pools.values() for row in pool.workers()]
+
+    def plan(self) -> str:
+        """The CPU plan as a table: stage, replica, pid, cores, threads, gpus."""
+        rows = []
+        for pool in self._pools.values():
+            pids = {w["replica"]: w["pid"] for w in pool.workers()}
+            rows += [(b, pids.get(b.replica)) for b in pool.budgets]
+        return format_plan(rows)
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Per stage: done, failed, queued, in flight, busy and CPU seconds, queue wait, items/s,
+        latency p50/p99 (seconds from entering the stage's queue to its result), restarts."""
+        return {name: pool.snapshot() for name, pool in self._pools.items()}
+
+    @property
+    def stages(self) -> list[Stage]:
+        return list(self._stages)
+
+    def __del__(self) -> None:
+        if getattr(self, "_state", "closed") in ("running", "starting"):
+            warnings.warn("Engine was not closed; use `with Engine(...)`", ResourceWarning, stacklevel=1)
+
+
+def _outcome(fut: Future[Any], return_exceptions: bool) -> Any:
+    try:
+        return fut.result()
+    except ItemError as exc:
+        if return_exceptions:
+            return exc
+        raise
+    except CancelledError:
+        raise
+
+
+def _rebind(node: Any, by_name: dict[str, Stage]) -> Any:
+    """The same graph with each stage replaced by its re-optioned copy."""
+    from .graph import Parallel, Pipeline
+
+    if isinstance(node, Stage):
+        return by_name[node.stage_name]
+    if isinstance(node, Pipeline):
+        return Pipeline(*(_rebind(s, by_name) for s in node.steps))
+    return Parallel(merge=node.merge, **{k: _rebind(b, by_name) for k, b in node.branches.items()})
+
+
+@atexit.register
+def _close_forgotten_engines() -> None:
+    for engine in list(_open_engines):
+        engine.close(cancel=True)

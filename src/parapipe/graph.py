@@ -1,0 +1,117 @@
+"""Composition of stages: `Pipeline` (in sequence) and `Parallel` (same input, branches at once).
+
+A graph is plain data and knows nothing of processes; the engine turns it into worker pools.
+Graphs nest: ``Pipeline(decode, Parallel(asr=A(), spk=B()), summarize)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, Union
+
+from .errors import GraphError
+from .stage import Stage, _FunctionStage
+
+__all__ = ["Node", "Parallel", "Pipeline", "iter_stages", "latency_tree", "stages"]
+
+Node = Union[Stage, "Pipeline", "Parallel"]
+Merge = Callable[[dict[str, Any]], Any]
+
+
+def _as_node(step: Any, where: str) -> Node:
+    if isinstance(step, (Stage, Pipeline, Parallel)):
+        return step
+    if isinstance(step, type) and issubclass(step, Stage):
+        raise GraphError(f"{where}: got the class {step.__name__}; pass an instance, {step.__name__}()")
+    if callable(step):
+        return _FunctionStage(step)
+    raise GraphError(f"{where}: {step!r} is not a Stage, a function, a Pipeline or a Parallel")
+
+
+class Pipeline:
+    """Stages in sequence: each one's output is the next one's input.
+
+    Independent items overlap: while stage B works on item 1, stage A works on item 2.
+    """
+
+    def __init__(self, *steps: Any) -> None:
+        if not steps:
+            raise GraphError("Pipeline() needs at least one stage")
+        self.steps: tuple[Node, ...] = tuple(_as_node(s, f"Pipeline step {i}") for i, s in enumerate(steps))
+
+    def __repr__(self) -> str:
+        return f"Pipeline({', '.join(map(repr, self.steps))})"
+
+
+def merge_dict(results: dict[str, Any]) -> dict[str, Any]:
+    """The default merge of `Parallel`: the branch results keyed by branch name."""
+    return results
+
+
+class Parallel:
+    """Branches that each get the same input and run at the same time; results are merged.
+
+    ``merge`` receives ``{branch_name: result}`` and runs in the parent process, so keep it cheap
+    (put heavy post-processing in a stage after the ``Parallel``). The default returns that dict.
+    """
+
+    def __init__(self, merge: Merge | None = None, **branches: Any) -> None:
+        if not branches:
+            raise GraphError("Parallel() needs at least one named branch, e.g. Parallel(asr=Transcribe())")
+        if merge is not None and not callable(merge):
+            raise GraphError(f"Parallel merge must be a function of one dict, got {merge!r}")
+        self.merge: Merge = merge or merge_dict
+        self.branches: dict[str, Node] = {
+            name: _as_node(b, f"Parallel branch {name!r}") for name, b in branches.items()
+        }
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.branches.items())
+        return f"Parallel({inner})"
+
+
+def iter_stages(node: Node) -> Iterator[Stage]:
+    """Every stage of a graph in order of appearance (a stage used twice appears twice)."""
+    if isinstance(node, Stage):
+        yield node
+    elif isinstance(node, Pipeline):
+        for step in node.steps:
+            yield from iter_stages(step)
+    elif isinstance(node, Parallel):
+        for branch in node.branches.values():
+            yield from iter_stages(branch)
+    else:
+        raise GraphError(f"{node!r} is not a Stage, a Pipeline or a Parallel")
+
+
+def stages(node: Any) -> list[Stage]:
+    """The distinct stages of a graph; validates it.
+
+    The same stage object used twice shares its workers. Two different stages may not share a
+    name, because names key stats, plans and errors.
+    """
+    node = _as_node(node, "graph")
+    seen: dict[str, Stage] = {}
+    for s in iter_stages(node):
+        s.validate()
+        other = seen.setdefault(s.stage_name, s)
+        if other is not s:
+            raise GraphError(
+                f"two different stages are named {s.stage_name!r}; give one another name, "
+                f"e.g. {type(s).__name__}(...).options(name='{s.stage_name}_2')"
+            )
+    return list(seen.values())
+
+
+def latency_tree(node: Node) -> tuple[Any, ...]:
+    """The shape the latency planner reads: which stages run one after another or together."""
+    if isinstance(node, Stage):
+        return ("stage", node.stage_name)
+    if isinstance(node, Pipeline):
+        return ("seq", [latency_tree(s) for s in node.steps])
+    return ("par", [latency_tree(b) for b in node.branches.values()])
+
+
+def as_graph(node: Any) -> Node:
+    """Accept a bare function or stage as a one-stage graph."""
+    return _as_node(node, "graph")

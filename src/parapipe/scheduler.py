@@ -1,0 +1,170 @@
+"""Routes one item through a graph of stage pools by continuation: no thread per item.
+
+Each graph node becomes a small object with ``run(value, job, done)``. A stage node submits to
+its pool and continues in the pool's reader thread when the result arrives; a sequence chains
+its children; a parallel node starts every branch at once and merges when the last one lands.
+The first failure of any branch finishes the job; work of its siblings still queued is dropped
+(their tasks see ``job.finished``) rather than run for nothing.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from .errors import StageError
+from .graph import Node, Parallel, Pipeline
+from .stage import Stage
+from .worker.pool import StagePool, Task
+from .worker.protocol import ExcInfo
+
+Done = Callable[[bool, Any], None]
+
+
+class Job:
+    """One submitted item: its future, its identity, and whether it already has an outcome."""
+
+    __slots__ = ("finished", "future", "index", "key", "on_finish")
+
+    def __init__(
+        self,
+        future: Future[Any],
+        index: int | None,
+        key: str | None = None,
+        on_finish: Callable[[Job], None] | None = None,
+    ) -> None:
+        self.future = future
+        self.index = index
+        self.key = key
+        self.finished = False
+        self.on_finish = on_finish
+
+    def finish(self, ok: bool, value: Any) -> None:
+        if self.finished:
+            return
+        self.finished = True
+        if self.future.set_running_or_notify_cancel():
+            if ok:
+                self.future.set_result(value)
+            else:
+                self.future.set_exception(value)
+        if self.on_finish is not None:
+            self.on_finish(self)
+
+
+class _StageNode:
+    __slots__ = ("pool",)
+
+    def __init__(self, pool: StagePool) -> None:
+        self.pool = pool
+
+    def run(self, value: Any, job: Job, done: Done) -> None:
+        self.pool.submit(Task(value, done, job=job, index=job.index, key=job.key))
+
+
+class _SeqNode:
+    __slots__ = ("children",)
+
+    def __init__(self, children: list[Any]) -> None:
+        self.children = children
+
+    def run(self, value: Any, job: Job, done: Done) -> None:
+        self._step(0, value, job, done)
+
+    def _step(self, i: int, value: Any, job: Job, done: Done) -> None:
+        if i == len(self.children):
+            done(True, value)
+            return
+
+        def next_step(ok: bool, result: Any) -> None:
+            if ok and not job.finished:
+                self._step(i + 1, result, job, done)
+            else:
+                done(ok, result)
+
+        self.children[i].run(value, job, next_step)
+
+
+class _ParNode:
+    __slots__ = ("branches", "merge", "name")
+
+    def __init__(self, branches: dict[str, Any], merge: Callable[[dict[str, Any]], Any]) -> None:
+        self.branches = branches
+        self.merge = merge
+        self.name = getattr(merge, "__name__", "merge")
+
+    def run(self, value: Any, job: Job, done: Done) -> None:
+        state = _Gather(list(self.branches))
+        for name, node in self.branches.items():
+            node.run(value, job, state.collector(name, self._merge_into(done, job)))
+
+    def _merge_into(self, done: Done, job: Job) -> Done:
+        def finish(ok: bool, results: Any) -> None:
+            if not ok:
+                done(False, results)
+                return
+            try:
+                merged = self.merge(results)
+            except Exception as exc:
+                info = ExcInfo.capture(exc)
+                done(
+                    False,
+                    StageError(
+                        f"merge:{self.name}",
+                        info.message,
+                        exc_type=info.type,
+                        traceback=info.traceback,
+                        index=job.index,
+                        key=job.key,
+                    ),
+                )
+                return
+            done(True, merged)
+
+        return finish
+
+
+class _Gather:
+    """Collects branch results; reports once, on the first failure or when all succeeded."""
+
+    __slots__ = ("lock", "names", "remaining", "reported", "results")
+
+    def __init__(self, names: list[str]) -> None:
+        self.lock = threading.Lock()
+        self.names = names
+        self.remaining = len(names)
+        self.results: dict[str, Any] = {}
+        self.reported = False
+
+    def collector(self, name: str, report: Done) -> Done:
+        def collect(ok: bool, value: Any) -> None:
+            with self.lock:
+                if self.reported:
+                    return
+                if ok:
+                    self.results[name] = value
+                    self.remaining -= 1
+                    last = self.remaining == 0
+                else:
+                    last = True
+                self.reported = last
+            if last:
+                report(ok, self._ordered() if ok else value)
+
+        return collect
+
+    def _ordered(self) -> dict[str, Any]:
+        return {name: self.results[name] for name in self.names}
+
+
+def compile_graph(node: Node, pools: dict[str, StagePool]) -> Any:
+    """Turn a graph into runnable nodes bound to the stage pools."""
+    if isinstance(node, Stage):
+        return _StageNode(pools[node.stage_name])
+    if isinstance(node, Pipeline):
+        return _SeqNode([compile_graph(s, pools) for s in node.steps])
+    if isinstance(node, Parallel):
+        return _ParNode({k: compile_graph(b, pools) for k, b in node.branches.items()}, node.merge)
+    raise TypeError(f"not a graph node: {node!r}")

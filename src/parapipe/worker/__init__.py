@@ -1,0 +1,1 @@
+"""Worker processes: the child side (child.py), the parent side (pool.py) and their messages."""

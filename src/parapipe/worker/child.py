@@ -1,0 +1,172 @@
+"""The worker process: apply the CPU budget, build the stage, serve tasks until told to stop.
+
+Order matters. The thread-cap environment is already in place when the process is exec'd (the
+parent sets it), the affinity is applied to every thread that exists (the parent's ``__main__``
+may have imported numpy, whose OpenBLAS pool started before us), and only then is the user's
+stage unpickled and ``setup()`` run, so every library it loads sees the budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+from .. import context
+from . import protocol as P
+
+
+@dataclass(frozen=True)
+class WorkerBoot:
+    """Everything a worker needs before it can unpickle the user's stage."""
+
+    stage: str
+    replica: int
+    threads: int
+    cores: tuple[int, ...]
+    stage_bytes: bytes
+    env: dict[str, str] = field(default_factory=dict)
+    gpus: tuple[int, ...] = ()
+    log_level: int = logging.WARNING
+
+
+def main(conn: Connection, boot: WorkerBoot) -> None:
+    """Entry point of every worker process."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _watch_parent()
+    send = _Sender(conn)
+    _install_log_forwarding(send, boot)
+    try:
+        stage = _build(boot)
+    except BaseException as exc:
+        send(P.dumps((P.FAILED, P.ExcInfo.capture(exc))))
+        return
+    send(P.dumps((P.READY, _describe(boot))))
+    _serve(conn, send, stage)
+    stage.teardown()
+
+
+def _build(boot: WorkerBoot) -> Any:
+    os.environ.update(boot.env)  # again, for fork/forkserver where exec-time env did not apply
+    _pin_all_threads(boot.cores)
+    context._set_current(context.WorkerContext(boot.stage, boot.replica, boot.threads, boot.cores, boot.gpus))
+    _limit_thread_pools(boot.threads)
+    stage = pickle.loads(boot.stage_bytes)
+    stage.setup()
+    _limit_thread_pools(boot.threads)  # libraries loaded by setup() start with their own pools
+    return stage
+
+
+def _serve(conn: Connection, send: _Sender, stage: Any) -> None:
+    process = stage.process
+    while True:
+        try:
+            msg = P.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        if msg[0] == P.STOP:
+            return
+        results: list[P.Result] = []
+        for tid, item in msg[1]:
+            c0, t0 = time.process_time(), time.monotonic()
+            try:
+                value, ok = process(item), True
+            except Exception as exc:
+                value, ok = P.ExcInfo.capture(exc), False
+            results.append((tid, ok, value, t0, time.monotonic(), time.process_time() - c0))
+        send(P.dump_results(results))
+
+
+class _Sender:
+    """Serialises sends: results (main thread) and log records (any thread) share one pipe."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def __call__(self, data: bytes) -> None:
+        with self._lock:
+            self._conn.send_bytes(data)
+
+
+def _watch_parent() -> None:
+    """Exit at once when the parent dies, even by SIGKILL, even while a task is running."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parapipe-parent-watch", daemon=True).start()
+
+
+def _pin_all_threads(cores: tuple[int, ...]) -> None:
+    """sched_setaffinity(0) pins only the calling thread; pin every thread already running."""
+    if not cores:
+        return
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cores)
+        except (ProcessLookupError, PermissionError):
+            continue
+
+
+def _limit_thread_pools(threads: int) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(threads)
+
+
+def _describe(boot: WorkerBoot) -> dict[str, Any]:
+    from threadpoolctl import threadpool_info
+
+    return {
+        "pid": os.getpid(),
+        "cores": tuple(sorted(os.sched_getaffinity(0))),
+        "threads": boot.threads,
+        "pools": [(p.get("internal_api"), p.get("num_threads")) for p in threadpool_info()],
+    }
+
+
+class _ForwardHandler(logging.Handler):
+    """Sends log records to the parent, tagged with stage, replica and pid."""
+
+    def __init__(self, send: _Sender, boot: WorkerBoot) -> None:
+        super().__init__()
+        self._send = send
+        self._tag = f"[{boot.stage}#{boot.replica} pid={os.getpid()}] "
+        self._extra = {"stage": boot.stage, "replica": boot.replica}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            data = {
+                **record.__dict__,
+                **self._extra,
+                "msg": self._tag + record.getMessage(),
+                "args": None,
+                "exc_info": None,
+            }
+            self._send(P.dumps((P.LOG, data)))
+        except (OSError, ValueError, pickle.PicklingError, TypeError):
+            self.handleError(record)
+
+
+def _install_log_forwarding(send: _Sender, boot: WorkerBoot) -> None:
+    root = logging.getLogger()
+    root.handlers[:] = [_ForwardHandler(send, boot)]
+    root.setLevel(boot.log_level)

@@ -1,0 +1,76 @@
+"""Messages that cross the process boundary between the parent and a worker.
+
+Every message is one pickled tuple sent with ``Connection.send_bytes``; the first field is its
+kind. Tasks travel in chunks so cheap stages pay one syscall per chunk, not per item.
+
+    parent -> worker   (TASKS, [(task_id, item), ...])   or   (STOP,)
+    worker -> parent   (READY, info) | (FAILED, ExcInfo) | (RESULTS, [Result, ...]) | (LOG, dict)
+"""
+
+from __future__ import annotations
+
+import pickle
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+TASKS = 1
+STOP = 2
+READY = 3
+FAILED = 4
+RESULTS = 5
+LOG = 6
+
+PROTOCOL = pickle.HIGHEST_PROTOCOL
+
+
+@dataclass(frozen=True)
+class ExcInfo:
+    """A user exception reduced to text, so any exception (even an unpicklable one) gets home."""
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def capture(cls, exc: BaseException) -> ExcInfo:
+        kind = type(exc)
+        name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+        text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
+        return cls(name, str(exc), text)
+
+
+# A result row: (task_id, ok, value-or-ExcInfo, started, finished, cpu_seconds).
+# started/finished are time.monotonic() readings, comparable across processes on Linux.
+Result = tuple[int, bool, Any, float, float, float]
+
+
+def dumps(msg: tuple[Any, ...]) -> bytes:
+    return pickle.dumps(msg, PROTOCOL)
+
+
+def loads(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+def dump_results(results: list[Result]) -> bytes:
+    """Pickle results; a value that cannot be pickled fails its own item, not the whole chunk."""
+    try:
+        return dumps((RESULTS, results))
+    except Exception:
+        safe = [_picklable(r) for r in results]
+        return dumps((RESULTS, safe))
+
+
+def _picklable(row: Result) -> Result:
+    tid, _, value, t0, t1, cpu = row
+    try:
+        pickle.dumps(value, PROTOCOL)
+    except Exception as exc:
+        info = ExcInfo(
+            "ResultNotPicklable",
+            f"result of type {type(value).__name__} cannot be sent back to the parent: {exc}",
+            "",
+        )
+        return (tid, False, info, t0, t1, cpu)
+    return row

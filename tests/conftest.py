@@ -1,0 +1,24 @@
+from __future__ import annotations
+
+import psutil
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children():
+    """Every test must leave no worker process behind (loky's leak check)."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    yield
+    leaked = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+    alive = [p for p in psutil.wait_procs(leaked, timeout=10)[1] if _is_worker(p)]
+    for p in alive:
+        p.kill()
+    assert not alive, f"worker processes left behind: {alive}"
+
+
+def _is_worker(p: psutil.Process) -> bool:
+    try:
+        cmd = " ".join(p.cmdline())
+    except psutil.Error:
+        return False
+    return "resource_tracker" not in cmd and "forkserver" not in cmd

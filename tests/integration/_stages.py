@@ -1,0 +1,103 @@
+"""Stages used by the integration tests; module level so spawned workers can import them."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import parapipe as pp
+
+
+class Recorder(pp.Stage):
+    """Reports which process handled an item and how often setup() ran there."""
+
+    def __init__(self, tag: str = "rec") -> None:
+        self.tag = tag
+        self.setups = 0
+
+    def setup(self) -> None:
+        self.setups += 1
+
+    def process(self, item: Any) -> dict[str, Any]:
+        return {"item": item, "pid": os.getpid(), "setups": self.setups, "tag": self.tag}
+
+
+class BarrierStage(pp.Stage):
+    """Waits on a shared barrier: it only returns if another worker reached it at the same time."""
+
+    def __init__(self, barrier: Any, name: str, only: Any = None) -> None:
+        self.barrier = barrier
+        self.name = name
+        self.only = only
+
+    def process(self, item: Any) -> dict[str, Any]:
+        t0 = time.monotonic()
+        if self.only is None or item == self.only:
+            self.barrier.wait(60)
+        return {"item": item, "stage": self.name, "pid": os.getpid(), "start": t0, "end": time.monotonic()}
+
+
+class Budget(pp.Stage):
+    """Reads the budget from inside the worker: affinity, env caps, real BLAS threads."""
+
+    cpus = 1
+    replicas = 2
+
+    def setup(self) -> None:
+        import numpy  # noqa: F401 - loads OpenBLAS so threadpoolctl can report it
+
+    def process(self, item: Any) -> dict[str, Any]:
+        from threadpoolctl import threadpool_info
+
+        ctx = pp.current()
+        return {
+            "pid": os.getpid(),
+            "affinity": sorted(os.sched_getaffinity(0)),
+            "omp": os.environ.get("OMP_NUM_THREADS"),
+            "openblas": os.environ.get("OPENBLAS_NUM_THREADS"),
+            "blas_threads": [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"],
+            "ctx": (ctx.stage, ctx.replica, ctx.cpus, ctx.cores),
+        }
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def fail_on_three(x: int) -> int:
+    if x == 3:
+        raise ValueError("three is not allowed")
+    return x
+
+
+def add_one(x: int) -> int:
+    return x + 1
+
+
+def pid_of(_: Any) -> int:
+    return os.getpid()
+
+
+def log_and_return(x: Any) -> Any:
+    logging.getLogger("user.stage").warning("handling %s", x)
+    return x
+
+
+def kill_self(x: Any) -> Any:
+    if x == "die":
+        os.kill(os.getpid(), 9)
+    return x
+
+
+class BadSetup(pp.Stage):
+    def setup(self) -> None:
+        raise RuntimeError("model file is missing")
+
+    def process(self, item: Any) -> Any:
+        return item
+
+
+def merge_sum(results: dict[str, Any]) -> int:
+    return sum(results.values())
