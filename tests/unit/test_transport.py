@@ -1,0 +1,428 @@
+"""Shared-memory transport: round trips, zero copy, and an airtight segment lifecycle.
+
+Every test checks that no segment of this process is left in /dev/shm. The cross-process
+tests spawn real children (the engine's start method) and join them.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import hashlib
+import logging
+import multiprocessing as mp
+import os
+import pickle
+import signal
+from collections.abc import Iterator
+from multiprocessing.connection import Connection
+from typing import Any
+
+import numpy as np
+import pytest
+
+from parapipe import transport
+from parapipe.errors import ConfigError, ParapipeError
+from parapipe.transport import (
+    SegmentArena,
+    TransportError,
+    decode,
+    encode,
+    release,
+    segment_names,
+    sweep,
+    sweep_dead,
+)
+
+MIB = 1 << 20
+
+
+def ours(owner: int | None = None) -> list[str]:
+    """Names of the segments owned by ``owner`` (default: this process) in /dev/shm."""
+    prefix = f"{transport.SEGMENT_PREFIX}{os.getpid() if owner is None else owner}-"
+    return sorted(n for n in os.listdir(transport.SHM_DIR) if n.startswith(prefix))
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_segments() -> Iterator[None]:
+    assert ours() == [], "a previous test leaked segments"
+    yield
+    left = ours()
+    sweep(os.getpid())
+    assert left == [], f"segments left in /dev/shm: {left}"
+
+
+@pytest.fixture
+def arena() -> SegmentArena:
+    return SegmentArena()
+
+
+def roundtrip(obj: Any, arena: SegmentArena, **kw: Any) -> tuple[Any, bytes]:
+    """Encode, decode, release; return the copy and the message."""
+    msg = encode(obj, arena=arena, **kw)
+    back = decode(msg)
+    release(segment_names(msg))
+    return back, msg
+
+
+def checksum(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
+
+
+def big_array(mib: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random(mib * MIB // 4, dtype=np.float32)
+
+
+# --- round trips -----------------------------------------------------------------------
+
+
+def test_32mib_float32_goes_through_one_segment(arena: SegmentArena) -> None:
+    a = big_array()
+    msg = encode(a, arena=arena)
+    assert len(msg) < 256  # nothing large through the pipe
+    assert len(segment_names(msg)) == 1
+    b = decode(msg)
+    release(segment_names(msg))
+    assert b.dtype == np.float32 and b.shape == a.shape
+    assert np.array_equal(a, b)
+    assert not b.flags.owndata  # a view on the mapping, not a copy
+    assert b.flags.writeable
+    assert arena.segments_created == 1 and arena.bytes_written == a.nbytes
+
+
+def test_decoded_arrays_outlive_release(arena: SegmentArena) -> None:
+    a = big_array(2)
+    msg = encode(a, arena=arena)
+    b = decode(msg)
+    assert release(segment_names(msg)) == 1
+    assert release(segment_names(msg)) == 0  # idempotent
+    assert ours() == []
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: big_array(4).reshape(1024, 1024)[:, ::2],  # strided
+        lambda: big_array(4).reshape(1024, 1024).T,  # Fortran order
+        lambda: big_array(4).reshape(1024, 1024)[::-1],  # negative stride
+    ],
+    ids=["strided", "fortran", "reversed"],
+)
+def test_non_contiguous_arrays(arena: SegmentArena, make: Any) -> None:
+    a = make()
+    b, msg = roundtrip(a, arena)
+    assert len(msg) < 256
+    assert np.array_equal(a, b)
+    assert b.dtype == a.dtype and b.shape == a.shape
+
+
+def test_fortran_order_is_kept(arena: SegmentArena) -> None:
+    a = np.asfortranarray(big_array(4).reshape(1024, 1024))
+    b, _ = roundtrip(a, arena)
+    assert b.flags.f_contiguous and np.array_equal(a, b)
+
+
+def test_zero_dim_and_empty_arrays_stay_in_band(arena: SegmentArena) -> None:
+    for a in (np.float32(3.5), np.array(7.0), np.zeros((0, 5), np.int16)):
+        b, msg = roundtrip(a, arena)
+        assert segment_names(msg) == []
+        assert np.array_equal(a, b) and np.shape(a) == np.shape(b)
+    assert arena.segments_created == 0
+
+
+def test_object_dtype_falls_back_in_band(arena: SegmentArena) -> None:
+    """Object arrays hold pointers: they must be pickled element by element, never as raw bytes."""
+    a = np.array([f"item-{i}" for i in range(200_000)], dtype=object)
+    assert a.nbytes >= MIB
+    b, msg = roundtrip(a, arena)
+    assert len(msg) < 256  # the pickle itself went through a segment
+    assert b.dtype == object and list(a) == list(b)
+
+
+def test_bytes_and_bytearray_above_threshold(arena: SegmentArena) -> None:
+    for data in (os.urandom(3 * MIB), bytearray(os.urandom(3 * MIB))):
+        back, msg = roundtrip(data, arena)
+        assert type(back) is type(data) and back == data
+        assert len(msg) < 256
+
+
+def test_memoryviews_keep_format_shape_and_readonly(arena: SegmentArena) -> None:
+    raw = big_array(4)
+    cases = [
+        memoryview(raw.tobytes()),  # read-only bytes
+        memoryview(bytearray(raw.tobytes())),  # writable
+        memoryview(raw).cast("B").cast("f", (1024, 1024)),  # 2-D floats
+        memoryview(raw.tobytes())[::2],  # non-contiguous: sent as a copy
+        memoryview(b"tiny"),  # below the threshold: in-band
+    ]
+    for view in cases:
+        back, _ = roundtrip(view, arena)
+        assert type(back) is memoryview
+        assert (back.format, back.shape, back.readonly) == (view.format, view.shape, view.readonly)
+        assert back.tobytes() == view.tobytes()
+
+
+def test_unsendable_memoryview_is_a_pickling_error(arena: SegmentArena) -> None:
+    view = memoryview(np.zeros(4, dtype=">i4"))  # non-native format: cannot be rebuilt
+    with pytest.raises(pickle.PicklingError, match="memoryview of format"):
+        encode(view, arena=arena)
+
+
+def test_nested_containers_of_arrays(arena: SegmentArena) -> None:
+    arrays = [big_array(2, seed=i) for i in range(3)]
+    obj = {"clips": arrays[:2], "meta": {"emb": arrays[2], "name": "x", "small": np.ones(8)}}
+    back, msg = roundtrip(obj, arena)
+    assert len(segment_names(msg)) == 3
+    assert len(msg) < 1024
+    for a, b in zip(arrays, [*back["clips"], back["meta"]["emb"]], strict=True):
+        assert np.array_equal(a, b)
+    assert back["meta"]["name"] == "x" and np.array_equal(back["meta"]["small"], np.ones(8))
+
+
+def test_large_bytes_beside_arrays(arena: SegmentArena) -> None:
+    """bytes stay in the pickle, which then goes to a segment of its own."""
+    obj = {"audio": os.urandom(2 * MIB), "pcm": big_array(2)}
+    back, msg = roundtrip(obj, arena)
+    assert len(segment_names(msg)) == 2 and len(msg) < 256
+    assert back["audio"] == obj["audio"] and np.array_equal(back["pcm"], obj["pcm"])
+
+
+def test_same_array_twice_is_sent_once(arena: SegmentArena) -> None:
+    a = big_array(2)
+    back, msg = roundtrip([a, a], arena)
+    assert len(segment_names(msg)) == 1
+    assert back[0] is back[1]
+
+
+def test_threshold_boundary() -> None:
+    at, below = np.zeros(256, np.float32), np.zeros(255, np.float32)  # 1024 and 1020 bytes
+    arena = SegmentArena()
+    release(segment_names(encode(at, arena=arena, threshold=1024)))
+    assert arena.bytes_written == 1024  # the buffer alone, out of band
+    arena = SegmentArena()
+    release(segment_names(encode(below, arena=arena, threshold=1024)))
+    # in-band; the pickle, now itself >= 1024 bytes, went to a segment whole
+    assert arena.bytes_written == len(pickle.dumps(below, protocol=5))
+
+
+def test_bad_threshold(arena: SegmentArena) -> None:
+    with pytest.raises(ConfigError):
+        encode(b"x", arena=arena, threshold=0)
+
+
+# --- small objects: the plain pickle fast path -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [None, 3, "text", {"a": [1, 2.0, "x"]}, np.arange(10), b"x" * 1000, [np.ones(100)] * 5],
+    ids=["none", "int", "str", "dict", "small-array", "bytes", "list-of-arrays"],
+)
+def test_small_objects_never_touch_shared_memory(arena: SegmentArena, obj: Any) -> None:
+    msg = encode(obj, arena=arena)
+    assert msg == pickle.dumps(obj, protocol=5)  # the message is the plain pickle
+    assert segment_names(msg) == []
+    assert arena.segments_created == 0
+    back = decode(msg)
+    assert pickle.dumps(back, protocol=5) == msg
+
+
+def test_decode_accepts_any_plain_pickle() -> None:
+    assert decode(pickle.dumps({"k": 1}, protocol=2)) == {"k": 1}
+
+
+# --- isolation and resources ------------------------------------------------------------
+
+
+def test_writes_to_a_decoded_array_stay_private(arena: SegmentArena) -> None:
+    """A retry or a second branch decoding the same message must see the original data."""
+    a = big_array(2)
+    msg = encode(a, arena=arena)
+    first = decode(msg)
+    first *= 2
+    second = decode(msg)
+    release(segment_names(msg))
+    assert np.array_equal(second, a)
+    assert np.array_equal(first, a * 2)
+
+
+def test_live_arrays_hold_no_file_descriptors(arena: SegmentArena) -> None:
+    fds_before = len(os.listdir("/proc/self/fd"))
+    msgs = [encode(big_array(1, seed=i), arena=arena) for i in range(40)]
+    arrays = [decode(m) for m in msgs]
+    release(n for m in msgs for n in segment_names(m))
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    assert all(a.shape == (MIB // 4,) for a in arrays)
+
+
+def test_mapping_goes_when_the_last_view_dies(arena: SegmentArena) -> None:
+    msg = encode(big_array(2), arena=arena)
+    (name,) = segment_names(msg)
+    b = decode(msg)
+    view = b[10:20]
+    release([name])
+    del b
+    gc.collect()
+    assert name in _mapped()  # the slice still needs it
+    assert view.shape == (10,)
+    del view
+    gc.collect()
+    assert name not in _mapped()
+
+
+def _mapped() -> str:
+    with open("/proc/self/maps") as f:
+        return f.read()
+
+
+# --- failures ---------------------------------------------------------------------------
+
+
+def test_missing_segment_is_a_transport_error(arena: SegmentArena) -> None:
+    msg = encode(big_array(2), arena=arena)
+    release(segment_names(msg))
+    with pytest.raises(TransportError, match="is gone") as info:
+        decode(msg)
+    assert isinstance(info.value, ParapipeError)
+
+
+def test_corrupt_header_is_a_transport_error(arena: SegmentArena) -> None:
+    msg = encode(big_array(2), arena=arena)
+    names = segment_names(msg)
+    try:
+        with pytest.raises(TransportError, match="corrupt"):
+            decode(msg[:12])
+    finally:
+        release(names)
+
+
+def test_release_refuses_foreign_names() -> None:
+    with pytest.raises(TransportError, match="not a parapipe segment"):
+        release(["../../etc/passwd"])
+
+
+def test_no_file_left_when_writing_fails(arena: SegmentArena) -> None:
+    view = memoryview(b"x" * 10)
+    view.release()
+    with pytest.raises(ValueError):
+        arena.store(view)
+
+
+def test_storage_failure_falls_back_in_band(caplog: pytest.LogCaptureFixture) -> None:
+    """With /dev/shm full (ENOSPC), data still flows, through the pipe, and nothing leaks."""
+
+    class FullAfterOne(SegmentArena):
+        def store(self, data: memoryview) -> str:
+            if self.segments_created:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return super().store(data)
+
+    transport._warn_once.cache_clear()
+    arrays = [big_array(2, seed=1), big_array(2, seed=2)]
+    with caplog.at_level(logging.WARNING, logger="parapipe.transport"):
+        msg = encode(arrays, arena=FullAfterOne())
+    assert segment_names(msg) == []
+    assert len(msg) > 4 * MIB
+    assert all(np.array_equal(a, b) for a, b in zip(arrays, decode(msg), strict=True))
+    assert "No space left on device" in caplog.text and "--shm-size" in caplog.text
+
+
+def test_missing_shm_dir_falls_back_in_band(
+    arena: SegmentArena, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    monkeypatch.setattr(transport, "SHM_DIR", str(tmp_path / "absent"))
+    a = big_array(2)
+    msg = encode(a, arena=arena)
+    assert segment_names(msg) == [] and np.array_equal(decode(msg), a)
+
+
+# --- across processes -------------------------------------------------------------------
+
+
+def _echo(conn: Connection, owner_pid: int) -> None:
+    """Child: decode each message, reply with its checksum and the object re-encoded."""
+    arena = SegmentArena(owner_pid)
+    while msg := conn.recv_bytes():
+        obj = decode(msg)
+        conn.send_bytes(encode({"sum": checksum(obj), "echo": obj}, arena=arena))
+    conn.close()
+
+
+def _create_and_hang(conn: Connection, owner_pid: int | None) -> None:
+    """Child: create segments, report their names, then wait to be killed."""
+    arena = SegmentArena(owner_pid)
+    msgs = [encode(np.full(MIB, i, np.float32), arena=arena) for i in range(3)]
+    conn.send([n for m in msgs for n in segment_names(m)])
+    conn.recv()
+
+
+@pytest.fixture
+def spawn() -> mp.context.SpawnContext:
+    return mp.get_context("spawn")
+
+
+def test_echo_through_a_spawned_child(arena: SegmentArena, spawn: Any) -> None:
+    parent, child = spawn.Pipe()
+    proc = spawn.Process(target=_echo, args=(child, os.getpid()))
+    proc.start()
+    child.close()
+    try:
+        a = big_array()
+        request = encode(a, arena=arena)
+        parent.send_bytes(request)
+        reply = parent.recv_bytes()
+        assert len(reply) < 1024
+        out = decode(reply)
+        assert out["sum"] == checksum(a) == checksum(out["echo"])
+        # Forward the reply untouched: the child maps the same segments again.
+        parent.send_bytes(reply)
+        second = parent.recv_bytes()
+        assert decode(second)["echo"]["sum"] == checksum(a)
+        names = [n for m in (request, reply, second) for n in segment_names(m)]
+        assert sorted(names) == ours()  # the child named its segments after the parent
+        assert release(names) == 3
+    finally:
+        parent.send_bytes(b"")
+        proc.join()
+    assert proc.exitcode == 0
+
+
+def test_sweep_after_sigkilled_child(spawn: Any) -> None:
+    """A worker creates segments in the engine's name, then dies: the engine's sweep finds them."""
+    parent, child = spawn.Pipe()
+    proc = spawn.Process(target=_create_and_hang, args=(child, os.getpid()))
+    proc.start()
+    names = parent.recv()
+    assert sorted(names) == ours()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL
+    assert sweep(os.getpid()) == 3
+    assert ours() == []
+
+
+def test_sweep_dead_takes_dead_owners_only(arena: SegmentArena, spawn: Any) -> None:
+    parent, child = spawn.Pipe()
+    proc = spawn.Process(target=_create_and_hang, args=(child, None))  # owner: the child
+    proc.start()
+    names = parent.recv()
+    mine = encode(big_array(2), arena=arena)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert ours(proc.pid) == sorted(names)
+    assert sweep_dead() >= 3
+    assert ours(proc.pid) == []
+    assert ours() == segment_names(mine)  # a live owner keeps its segments
+    release(segment_names(mine))
+
+
+def test_sweep_dead_counts_a_zombie_as_dead() -> None:
+    pid = os.posix_spawn("/bin/true", ["true"], os.environ)
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
+        name = SegmentArena(pid).store(memoryview(b"x" * 16))
+        assert sweep_dead() >= 1
+        assert name not in os.listdir(transport.SHM_DIR)
+    finally:
+        os.waitpid(pid, 0)
