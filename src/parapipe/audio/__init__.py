@@ -17,8 +17,12 @@ from .errors import (
     TruncatedAudio,
     UnsupportedAudio,
 )
+from .gender_age import GenderAge
+from .graph import analysis_graph, merge_result
+from .speaker import Speaker
 from .transcribe import Transcribe
 from .vad import Segment
+from .voices import VoiceRegistry
 
 __all__ = [
     "DEFAULT_MAX_SECONDS",
@@ -28,10 +32,15 @@ __all__ = [
     "AudioTooLong",
     "Decode",
     "EmptyAudio",
+    "GenderAge",
     "NotAudio",
     "Segment",
+    "Speaker",
     "Transcribe",
     "TruncatedAudio",
     "UnsupportedAudio",
+    "VoiceRegistry",
+    "analysis_graph",
     "decode_audio",
+    "merge_result",
 ]

@@ -42,7 +42,7 @@ class AudioClip:
 
     def with_timing(self, key: str, seconds: float, **changes: Any) -> AudioClip:
         """A copy with one more stage timing recorded (and optional field changes)."""
-        return dataclasses.replace(self, timings={**self.timings, key: seconds}, **changes)
+        return dataclasses.replace(self, timings={**self.timings, key: round(seconds, 4)}, **changes)
 
     def speech_regions(self) -> tuple[tuple[float, float], ...]:
         """The speech segments, or the whole clip when no VAD has run."""

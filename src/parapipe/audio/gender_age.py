@@ -1,0 +1,156 @@
+"""Gender from the voice's acoustics, and age only from a real model.
+
+Gender without a model uses two physical cues of adult voices:
+
+* F0, the pitch of the voice, tracked with probabilistic YIN (``librosa.pyin``) on the
+  speech segments: adult men speak around 85-155 Hz, women around 165-255 Hz. The median
+  over voiced frames is compared with 165 Hz in semitones.
+* Formant dispersion, the mean spacing of the first three resonances of the vocal tract
+  (LPC roots per voiced frame, ``librosa.lpc``): it shrinks as the tract gets longer,
+  about 1000 Hz for a typical man and 1200 Hz for a woman.
+
+F0 carries most of the weight; formants decide the unclear middle (155-185 Hz). Both are
+combined in a logistic score whose probability is the reported ``gender_confidence``,
+scaled down when little voiced speech was heard. Children's voices overlap women's on both
+cues, so no child label is given without a model.
+
+Age: there is no acoustic rule worth reporting, so ``age`` is None unless an ONNX model is
+configured (see `parapipe.audio.age_model`). When that model also predicts gender, its
+answer is used instead of the acoustic one (``gender_source: "model"``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+
+import parapipe as pp
+
+from .clip import SAMPLE_RATE, AudioClip, branch_result, require_setup
+
+__all__ = ["GenderAge", "acoustic_gender"]
+
+F0_BOUNDARY_HZ = 165.0
+FORMANT_BOUNDARY_HZ = 1100.0
+F0_WEIGHT = 1.0
+"""Logit per semitone of median F0 above the boundary."""
+FORMANT_WEIGHT = 0.3
+"""Logit per 100 Hz of formant dispersion above the boundary."""
+MIN_VOICED_SECONDS = 0.3
+FULL_CONFIDENCE_SECONDS = 2.0
+"""Less voiced speech than this scales the confidence down proportionally."""
+_HOP = 512
+"""32 ms frames. With 0.25-semitone pitch bins this makes pyin 7x cheaper than its default
+(0.1 semitone, 16 ms); the median F0 moves by under 1 Hz."""
+_LPC_FRAME = 512
+"""32 ms: short enough for the vocal tract to be still within one LPC frame."""
+
+
+class GenderAge(pp.Stage):
+    """Gender (with confidence) for the speech in an `AudioClip`, and age when a model is given.
+
+    Args:
+        age_model: path of an ONNX age/gender model, or None for ``age: None``.
+        age_options: keyword arguments for `OnnxAgeGender` (output names, scale, labels).
+        max_seconds: analyse at most this much speech; the estimate settles within seconds.
+    """
+
+    name = "gender_age"
+    cpus = 1
+
+    def __init__(
+        self,
+        age_model: str | os.PathLike[str] | None = None,
+        *,
+        age_options: dict[str, Any] | None = None,
+        max_seconds: float = 30.0,
+    ) -> None:
+        self.age_model = None if age_model is None else os.fspath(age_model)
+        if self.age_model is not None and not os.path.isfile(self.age_model):
+            raise pp.ConfigError(f"GenderAge: age model {self.age_model!r} does not exist")
+        self.age_options = dict(age_options or {})
+        self.max_seconds = max_seconds
+        self._model: Any = None
+        self._ready = False
+
+    def setup(self) -> None:
+        """Compile pyin's numba kernels now (seconds) and load the age model, if any."""
+        t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+        acoustic_gender((0.3 * np.sin(2 * np.pi * 120 * t)).astype(np.float32))
+        if self.age_model is not None:
+            from .age_model import OnnxAgeGender
+
+            self._model = OnnxAgeGender(self.age_model, threads=pp.current().cpus,
+                                        **self.age_options)
+        self._ready = True
+
+    def process(self, item: AudioClip) -> dict[str, Any]:
+        start = time.perf_counter()
+        require_setup(self._ready or None, self)
+        speech = item.speech(self.max_seconds)
+        result = {**acoustic_gender(speech), "gender_source": "acoustic", "age": None}
+        if self._model is not None and len(speech) >= MIN_VOICED_SECONDS * SAMPLE_RATE:
+            predicted = self._model.predict(speech)
+            result["age"] = predicted["age"]
+            if predicted["gender"] is not None:
+                result.update(gender=predicted["gender"], gender_source="model",
+                              gender_confidence=predicted["gender_confidence"])
+        return branch_result(item, "gender_age", time.perf_counter() - start, **result)
+
+
+def acoustic_gender(speech: np.ndarray) -> dict[str, Any]:
+    """``gender`` ("male"/"female"/None), ``gender_confidence`` and the cues behind them."""
+    import librosa
+
+    unknown = {"gender": None, "gender_confidence": 0.0, "f0_median": None,
+               "formant_dispersion": None, "voiced_seconds": 0.0}
+    if len(speech) < 1024:
+        return unknown
+    f0, voiced, _ = librosa.pyin(speech, fmin=60.0, fmax=500.0, sr=SAMPLE_RATE,
+                                 frame_length=1024, hop_length=_HOP, resolution=0.25)
+    voiced_seconds = float(voiced.sum()) * _HOP / SAMPLE_RATE
+    if voiced_seconds < MIN_VOICED_SECONDS:
+        return {**unknown, "voiced_seconds": round(voiced_seconds, 2)}
+    f0_median = float(np.nanmedian(f0[voiced]))
+    dispersion = _formant_dispersion(speech, voiced)
+    logit = F0_WEIGHT * 12 * np.log2(f0_median / F0_BOUNDARY_HZ)
+    if dispersion is not None:
+        logit += FORMANT_WEIGHT * (dispersion - FORMANT_BOUNDARY_HZ) / 100
+    p_female = 1 / (1 + np.exp(-logit))
+    certainty = abs(2 * p_female - 1) * min(1.0, voiced_seconds / FULL_CONFIDENCE_SECONDS)
+    return {
+        "gender": "female" if p_female >= 0.5 else "male",
+        "gender_confidence": round(float(0.5 + certainty / 2), 3),
+        "f0_median": round(f0_median, 1),
+        "formant_dispersion": None if dispersion is None else round(dispersion),
+        "voiced_seconds": round(voiced_seconds, 2),
+    }
+
+
+def _formant_dispersion(speech: np.ndarray, voiced: np.ndarray) -> float | None:
+    """Median over voiced frames of (F3 - F1) / 2, from LPC roots (Fitch 1997)."""
+    import librosa
+
+    frames = librosa.util.frame(speech, frame_length=_LPC_FRAME, hop_length=_HOP).T
+    window = np.hamming(_LPC_FRAME)
+    spacings = []
+    for frame, is_voiced in zip(frames, voiced, strict=False):
+        if not is_voiced or np.abs(frame).max() < 1e-3:
+            continue
+        emphasised = np.append(frame[0], frame[1:] - 0.97 * frame[:-1]) * window
+        formants = _lpc_formants(librosa.lpc(emphasised.astype(np.float64), order=16))
+        if len(formants) >= 3:
+            spacings.append((formants[2] - formants[0]) / 2)
+    return float(np.median(spacings)) if spacings else None
+
+
+def _lpc_formants(coefficients: np.ndarray) -> np.ndarray:
+    """Resonances of an LPC filter: pole frequencies with a bandwidth under 400 Hz."""
+    roots = np.roots(coefficients)
+    roots = roots[np.imag(roots) > 0]
+    freqs = np.angle(roots) * SAMPLE_RATE / (2 * np.pi)
+    bandwidths = -np.log(np.abs(roots)) * SAMPLE_RATE / np.pi
+    return np.sort(freqs[(freqs > 200) & (bandwidths < 400)])
