@@ -9,8 +9,8 @@ def no_leaked_children():
     """Every test must leave no worker process behind (loky's leak check)."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
-    leaked = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
-    alive = [p for p in psutil.wait_procs(leaked, timeout=10)[1] if _is_worker(p)]
+    leaked = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _is_worker(p)]
+    alive = psutil.wait_procs(leaked, timeout=10)[1]
     for p in alive:
         p.kill()
     assert not alive, f"worker processes left behind: {alive}"

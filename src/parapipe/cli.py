@@ -52,8 +52,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         results = list(engine.map(range(args.items), progress=not args.quiet))
         wall = time.perf_counter() - t1
         stats = engine.stats()
-    print(f"\nstarted {nworkers} workers in {ready:.2f} s; "
-          f"{args.items} items in {wall:.2f} s ({args.items / wall:.1f} items/s)")
+    print(
+        f"\nstarted {nworkers} workers in {ready:.2f} s; "
+        f"{args.items} items in {wall:.2f} s ({args.items / wall:.1f} items/s)"
+    )
     print("first result:", json.dumps(results[0]))
     for name, s in stats.items():
         print(f"  {name:10s} done={s['done']:4d} busy={s['busy_s']:.2f}s p50={s['latency_p50_s']}s")

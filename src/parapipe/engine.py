@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import itertools
 import logging
 import multiprocessing
 import queue
@@ -20,13 +21,14 @@ from concurrent.futures import CancelledError, Future
 from typing import Any, Literal
 
 from . import autotune
-from .errors import ConfigError, EngineClosed, ItemError
+from .errors import ConfigError, EngineClosed, ItemError, StageError, TaskTimeout, WorkerDied
 from .graph import Node, as_graph, stages
 from .progress import progress_bar
 from .resources import StageRequest, WorkerBudget, format_plan, plan_static, usable_cores
 from .scheduler import Job, compile_graph
 from .stage import Stage
 from .worker.pool import StagePool
+from .worker.protocol import Chunk
 
 __all__ = ["Engine"]
 
@@ -39,7 +41,9 @@ DEFAULT_STARTUP_TIMEOUT = 600.0
 """Seconds every worker has to import and run setup(); large models on slow disks need minutes."""
 DEFAULT_RETRIES = 2
 _CHEAP_STAGE_SECONDS = 0.001
-_CHEAP_WINDOW = 1024
+"""Stages faster than this per item are chunked in ``map``: the per-item overhead would dominate."""
+_MAP_CHUNK_SECONDS = 0.005
+_MAX_MAP_CHUNK = 4096
 
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -249,47 +253,76 @@ class Engine:
             yield from self._map(iter(items), ordered, return_exceptions, max_inflight, bar)
 
     def _map(
-        self,
-        items: Iterator[Any],
-        ordered: bool,
-        return_exceptions: bool,
-        max_inflight: int | None,
-        bar: Any,
+        self, items: Iterator[Any], ordered: bool, return_exceptions: bool, max_inflight: int | None, bar: Any
     ) -> Iterator[Any]:
         done: queue.SimpleQueue[int] = queue.SimpleQueue()
-        futures: dict[int, Future[Any]] = {}
-        next_in, next_out, exhausted = 0, 0, False
+        units: dict[int, _Unit] = {}
+        next_unit = next_out = first = 0
+        exhausted = False
         try:
             while True:
-                window = max_inflight or self._window()
-                while not exhausted and len(futures) < window:
-                    try:
-                        item = next(items)
-                    except StopIteration:
+                while not exhausted and len(units) < (max_inflight or self._window()):
+                    batch = list(itertools.islice(items, 1 if max_inflight else self._chunk_size()))
+                    if not batch:
                         exhausted = True
                         break
-                    fut = self._submit_job(item, None, index=next_in)
-                    futures[next_in] = fut
-                    fut.add_done_callback(lambda f, i=next_in: done.put(i))
-                    next_in += 1
-                if not futures:
+                    payload = batch[0] if len(batch) == 1 else Chunk(batch)
+                    unit = _Unit(first, batch, self._submit_job(payload, None, index=first))
+                    unit.future.add_done_callback(lambda f, u=next_unit: done.put(u))
+                    units[next_unit] = unit
+                    next_unit += 1
+                    first += len(batch)
+                if not units:
                     return
                 finished = done.get()
-                bar.update(1)
-                if ordered:
-                    while next_out in futures and futures[next_out].done():
-                        yield _outcome(futures.pop(next_out), return_exceptions)
-                        next_out += 1
-                else:
-                    yield _outcome(futures.pop(finished), return_exceptions)
+                if not ordered:
+                    yield from self._expand(units.pop(finished), return_exceptions, bar)
+                    continue
+                while next_out in units and units[next_out].future.done():
+                    yield from self._expand(units.pop(next_out), return_exceptions, bar)
+                    next_out += 1
         finally:
-            for fut in futures.values():
-                fut.cancel()
+            for unit in units.values():
+                unit.future.cancel()
+
+    def _expand(self, unit: _Unit, return_exceptions: bool, bar: Any) -> Iterator[Any]:
+        """Yield a unit's outcomes; a chunk whose worker died is re-run item by item."""
+        if len(unit.items) == 1:
+            bar.update(1)
+            yield _outcome(unit.future, return_exceptions)
+            return
+        try:
+            rows = unit.future.result()
+        except (WorkerDied, TaskTimeout):
+            singles = [self._submit_job(x, None, index=unit.first + k) for k, x in enumerate(unit.items)]
+            for fut in singles:
+                bar.update(1)
+                yield _outcome(fut, return_exceptions)
+            return
+        bar.update(len(rows))
+        if all(ok for ok, _ in rows):
+            yield from (value for _, value in rows)
+            return
+        for k, (ok, value) in enumerate(rows):
+            if ok:
+                yield value
+                continue
+            stage, info = value
+            err = StageError(stage, info.message, exc_type=info.type, traceback=info.traceback, index=unit.first + k)
+            if not return_exceptions:
+                raise err
+            yield err
 
     def _window(self) -> int:
         workers = sum(len(p.budgets) for p in self._pools.values())
+        return max(8, 4 * workers)
+
+    def _chunk_size(self) -> int:
+        """Items per job in ``map``: one for real models, thousands for trivial functions."""
         slowest = max((p._service_ewma or 1.0) for p in self._pools.values())
-        return _CHEAP_WINDOW if slowest < _CHEAP_STAGE_SECONDS else max(8, 4 * workers)
+        if slowest >= _CHEAP_STAGE_SECONDS:
+            return 1
+        return max(1, min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7))))
 
     # -- introspection -------------------------------------------------------------------
 
@@ -317,6 +350,17 @@ class Engine:
     def __del__(self) -> None:
         if getattr(self, "_state", "closed") in ("running", "starting"):
             warnings.warn("Engine was not closed; use `with Engine(...)`", ResourceWarning, stacklevel=1)
+
+
+class _Unit:
+    """What ``map`` put in flight as one job: one item, or a chunk of consecutive items."""
+
+    __slots__ = ("first", "future", "items")
+
+    def __init__(self, first: int, items: list[Any], future: Future[Any]) -> None:
+        self.first = first
+        self.items = items
+        self.future = future
 
 
 def _outcome(fut: Future[Any], return_exceptions: bool) -> Any:

@@ -18,7 +18,7 @@ from .errors import StageError
 from .graph import Node, Parallel, Pipeline
 from .stage import Stage
 from .worker.pool import StagePool, Task
-from .worker.protocol import ExcInfo
+from .worker.protocol import ChunkResult, ExcInfo
 
 Done = Callable[[bool, Any], None]
 
@@ -88,57 +88,68 @@ class _SeqNode:
 
 
 class _ParNode:
-    __slots__ = ("branches", "merge", "name")
+    __slots__ = ("branches", "merge", "stage")
 
     def __init__(self, branches: dict[str, Any], merge: Callable[[dict[str, Any]], Any]) -> None:
         self.branches = branches
         self.merge = merge
-        self.name = getattr(merge, "__name__", "merge")
+        self.stage = f"merge:{getattr(merge, '__name__', 'merge')}"
 
     def run(self, value: Any, job: Job, done: Done) -> None:
-        state = _Gather(list(self.branches))
+        gather = _Gather(list(self.branches), self._merge_into(done, job))
         for name, node in self.branches.items():
-            node.run(value, job, state.collector(name, self._merge_into(done, job)))
+            node.run(value, job, gather.collector(name))
 
     def _merge_into(self, done: Done, job: Job) -> Done:
         def finish(ok: bool, results: Any) -> None:
             if not ok:
                 done(False, results)
-                return
-            try:
-                merged = self.merge(results)
-            except Exception as exc:
-                info = ExcInfo.capture(exc)
-                done(
-                    False,
-                    StageError(
-                        f"merge:{self.name}",
-                        info.message,
-                        exc_type=info.type,
-                        traceback=info.traceback,
-                        index=job.index,
-                        key=job.key,
-                    ),
-                )
-                return
-            done(True, merged)
+            elif any(isinstance(r, ChunkResult) for r in results.values()):
+                done(True, self._merge_chunk(results))
+            else:
+                try:
+                    merged = self.merge(results)
+                except Exception as exc:  # a merge error is this item's error
+                    info = ExcInfo.capture(exc)
+                    error = StageError(
+                        self.stage, info.message, exc_type=info.type, traceback=info.traceback, index=job.index
+                    )
+                    done(False, error)
+                    return
+                done(True, merged)
 
         return finish
+
+    def _merge_chunk(self, results: dict[str, ChunkResult]) -> ChunkResult:
+        """Merge a chunk element by element; an element fails if any branch failed it."""
+        out = ChunkResult()
+        names = list(results)
+        for rows in zip(*results.values(), strict=True):
+            failed = next((row for row in rows if not row[0]), None)
+            if failed is not None:
+                out.append(failed)
+                continue
+            try:
+                out.append((True, self.merge({n: row[1] for n, row in zip(names, rows, strict=True)})))
+            except Exception as exc:  # a merge error is this element's error
+                out.append((False, (self.stage, ExcInfo.capture(exc))))
+        return out
 
 
 class _Gather:
     """Collects branch results; reports once, on the first failure or when all succeeded."""
 
-    __slots__ = ("lock", "names", "remaining", "reported", "results")
+    __slots__ = ("lock", "names", "remaining", "report", "reported", "results")
 
-    def __init__(self, names: list[str]) -> None:
+    def __init__(self, names: list[str], report: Done) -> None:
         self.lock = threading.Lock()
+        self.report = report
         self.names = names
         self.remaining = len(names)
         self.results: dict[str, Any] = {}
         self.reported = False
 
-    def collector(self, name: str, report: Done) -> Done:
+    def collector(self, name: str) -> Done:
         def collect(ok: bool, value: Any) -> None:
             with self.lock:
                 if self.reported:
@@ -151,7 +162,7 @@ class _Gather:
                     last = True
                 self.reported = last
             if last:
-                report(ok, self._ordered() if ok else value)
+                self.report(ok, self._ordered() if ok else value)
 
         return collect
 

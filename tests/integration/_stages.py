@@ -101,3 +101,9 @@ class BadSetup(pp.Stage):
 
 def merge_sum(results: dict[str, Any]) -> int:
     return sum(results.values())
+
+
+def fail_on_x03(x: int) -> int:
+    if x % 1000 == 3:
+        raise ValueError(f"{x} ends in 003")
+    return x

@@ -66,7 +66,11 @@ def _build(boot: WorkerBoot) -> Any:
 
 
 def _serve(conn: Connection, send: _Sender, stage: Any) -> None:
-    process = stage.process
+    def process(item: Any) -> Any:
+        if isinstance(item, P.Chunk):
+            return P.run_chunk(stage.process, stage.stage_name, item)
+        return stage.process(item)
+
     while True:
         try:
             msg = P.loads(conn.recv_bytes())

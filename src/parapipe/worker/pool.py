@@ -392,7 +392,8 @@ class StagePool:
             for tid, ok, value, t0, t1, cpu in rows:
                 task = w.inflight.pop(tid, None)
                 if task is not None:
-                    self._account(task, ok, t0, t1, cpu, now)
+                    n = len(value) if ok and isinstance(value, P.ChunkResult) else 1
+                    self._account(task, ok, t0, t1, cpu, now, n)
                     finished.append((task, ok, value))
         with deferred_pumps():
             for task, ok, value in finished:
@@ -413,14 +414,15 @@ class StagePool:
                     )
             _pump_soon(self)
 
-    def _account(self, task: Task, ok: bool, t0: float, t1: float, cpu: float, now: float) -> None:
+    def _account(self, task: Task, ok: bool, t0: float, t1: float, cpu: float, now: float, n: int) -> None:
+        """Per-item figures divide a chunk's time by its size, so chunking does not hide cost."""
         s = self.stats
-        service = t1 - t0
-        s.done += ok
+        s.done += n if ok else 0
         s.failed += not ok
-        s.busy_s += service
+        s.busy_s += t1 - t0
         s.cpu_s += cpu
-        s.cpu_per_item.append(cpu)
+        s.cpu_per_item.append(cpu / n)
+        service = (t1 - t0) / n
         s.queue_wait_s += max(0.0, t0 - task.enqueued)
         s.latencies.append(now - task.enqueued)
         s.first = task.enqueued if s.first is None else min(s.first, task.enqueued)

@@ -40,6 +40,38 @@ class ExcInfo:
         return cls(name, str(exc), text)
 
 
+class Chunk(list):  # type: ignore[type-arg]
+    """Many items travelling as one task, so cheap stages pay per chunk, not per item.
+
+    ``map`` uses it when every stage is cheap. A stage handles each element on its own and
+    returns a `ChunkResult`; one element's error never fails its neighbours.
+    """
+
+
+class ChunkResult(Chunk):
+    """Per element of a `Chunk`: ``(True, value)`` or ``(False, (stage, ExcInfo))``."""
+
+
+def run_chunk(process: Any, stage: str, chunk: list[Any]) -> ChunkResult:
+    """Apply ``process`` to each live element; elements that failed upstream pass through."""
+    out = ChunkResult()
+    append = out.append
+    upstream = isinstance(chunk, ChunkResult)
+    for element in chunk:
+        if upstream:
+            ok, value = element
+            if not ok:
+                append(element)
+                continue
+        else:
+            value = element
+        try:
+            append((True, process(value)))
+        except Exception as exc:  # user errors are data, per element
+            append((False, (stage, ExcInfo.capture(exc))))
+    return out
+
+
 # A result row: (task_id, ok, value-or-ExcInfo, started, finished, cpu_seconds).
 # started/finished are time.monotonic() readings, comparable across processes on Linux.
 Result = tuple[int, bool, Any, float, float, float]

@@ -1,0 +1,158 @@
+"""Per-item overhead of a no-op task: parapipe beside the usual process pools, in one run.
+
+Each system gets the same number of worker processes and the same no-op function. Three
+numbers per system:
+  * round trip p50/p99: one call at a time, submit then wait for the result (latency floor);
+  * submits/s: N calls submitted back to back, then all results awaited;
+  * map items/s: the system's own map over N items (chunking is each system's own choice).
+
+Usage: python benchmarks/overhead.py [--workers 2] [--items 20000] [--calls 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+import platform
+import time
+from collections.abc import Callable
+from typing import Any
+
+import parapipe as pp
+
+
+def noop(x: Any) -> Any:
+    return x
+
+
+def _round_trips(call: Callable[[int], Any], n: int) -> tuple[float, float]:
+    for i in range(min(200, n)):
+        call(i)
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+
+
+def _rate(run: Callable[[], Any], n: int) -> float:
+    t0 = time.perf_counter()
+    run()
+    return n / (time.perf_counter() - t0)
+
+
+def bench_parapipe(workers: int, items: int, calls: int) -> dict[str, float]:
+    with pp.Engine(pp.stage(noop, replicas=workers)) as engine:
+        p50, p99 = _round_trips(lambda i: engine.submit(i).result(), calls)
+        submits = _rate(lambda: [f.result() for f in [engine.submit(i) for i in range(items)]], items)
+        list(engine.map(range(items)))
+        mapped = _rate(lambda: list(engine.map(range(items))), items)
+    return {"p50": p50, "p99": p99, "submits": submits, "map": mapped}
+
+
+def bench_pool(workers: int, items: int, calls: int) -> dict[str, float]:
+    with mp.get_context("spawn").Pool(workers) as pool:
+        p50, p99 = _round_trips(lambda i: pool.apply_async(noop, (i,)).get(), calls)
+        submits = _rate(lambda: [r.get() for r in [pool.apply_async(noop, (i,)) for i in range(items)]], items)
+        mapped = _rate(lambda: pool.map(noop, range(items)), items)
+    return {"p50": p50, "p99": p99, "submits": submits, "map": mapped}
+
+
+def bench_executor(factory: Callable[[], Any]) -> Callable[[int, int, int], dict[str, float]]:
+    def run(workers: int, items: int, calls: int) -> dict[str, float]:
+        with factory() as ex:
+            p50, p99 = _round_trips(lambda i: ex.submit(noop, i).result(), calls)
+            submits = _rate(lambda: [f.result() for f in [ex.submit(noop, i) for i in range(items)]], items)
+            mapped = _rate(lambda: list(ex.map(noop, range(items))), items)
+        return {"p50": p50, "p99": p99, "submits": submits, "map": mapped}
+
+    return run
+
+
+def bench_mpire(workers: int, items: int, calls: int) -> dict[str, float]:
+    from mpire import WorkerPool
+
+    with WorkerPool(n_jobs=workers, start_method="spawn") as pool:
+        p50, p99 = _round_trips(lambda i: pool.apply_async(noop, (i,)).get(), calls)
+        submits = _rate(lambda: [r.get() for r in [pool.apply_async(noop, (i,)) for i in range(items)]], items)
+    with WorkerPool(n_jobs=workers, start_method="spawn") as pool:
+        mapped = _rate(lambda: pool.map(noop, range(items)), items)
+    return {"p50": p50, "p99": p99, "submits": submits, "map": mapped}
+
+
+def bench_ray(workers: int, items: int, calls: int) -> dict[str, float]:
+    import ray
+
+    ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+
+        @ray.remote
+        class Actor:
+            def call(self, x: Any) -> Any:
+                return x
+
+        actors = [Actor.remote() for _ in range(workers)]
+        ray.get([a.call.remote(0) for a in actors])
+        p50, p99 = _round_trips(lambda i: ray.get(actors[0].call.remote(i)), calls)
+        submits = _rate(lambda: ray.get([actors[i % workers].call.remote(i) for i in range(items)]), items)
+        task = ray.remote(noop)
+        mapped = _rate(lambda: ray.get([task.remote(i) for i in range(items)]), items)
+    finally:
+        ray.shutdown()
+    return {"p50": p50, "p99": p99, "submits": submits, "map": mapped}
+
+
+def _systems(workers: int) -> list[tuple[str, Callable[[int, int, int], dict[str, float]]]]:
+    spawn = mp.get_context("spawn")
+    systems = [
+        ("parapipe", bench_parapipe),
+        ("multiprocessing.Pool", bench_pool),
+        ("ProcessPoolExecutor", bench_executor(lambda: cf.ProcessPoolExecutor(workers, mp_context=spawn))),
+    ]
+    optional = [
+        ("loky", "loky", bench_executor(lambda: __import__("loky").get_reusable_executor(workers))),
+        ("mpire", "mpire", bench_mpire),
+        ("ray (actor; map = tasks)", "ray", bench_ray),
+    ]
+    for label, module, fn in optional:
+        try:
+            __import__(module)
+        except ImportError:
+            print(f"(skipping {label}: pip install {module})")
+            continue
+        systems.append((label, fn))
+    return systems
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--items", type=int, default=20_000)
+    parser.add_argument("--calls", type=int, default=2_000)
+    args = parser.parse_args()
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"# overhead: no-op task, {args.workers} workers, {cores} cores seen, "
+        f"Python {platform.python_version()}, {args.items} items, {args.calls} round trips\n"
+    )
+    rows = []
+    for label, fn in _systems(args.workers):
+        r = fn(args.workers, args.items, args.calls)
+        rows.append((label, r))
+        print(f"  measured {label}", flush=True)
+    base = dict(rows)["multiprocessing.Pool"]
+    print("\n| system | round trip p50 µs | p99 µs | submits/s | map items/s | map vs Pool.map |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, r in rows:
+        print(
+            f"| {label} | {r['p50']:.0f} | {r['p99']:.0f} | {r['submits']:,.0f} | {r['map']:,.0f} "
+            f"| {r['map'] / base['map']:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
