@@ -8,6 +8,8 @@ The tree::
      +-- EngineClosed         submit/map after close()
      +-- WorkerStartupError   a worker could not start or its setup() raised
      +-- StageFailed          a stage cannot keep any worker alive; the stage is down
+     +-- JournalError         the job journal refused an operation or its file is unusable
+     +-- TransportError       a shared-memory message cannot be decoded (segment gone or corrupt)
      +-- ItemError            one item failed; carries stage, index and key. Errors are data:
           |                   each one turns into JSON with to_dict() and back with from_dict()
           +-- StageError      user code raised inside a stage (remote traceback attached)
@@ -27,10 +29,12 @@ __all__ = [
     "EngineClosed",
     "GraphError",
     "ItemError",
+    "JournalError",
     "ParapipeError",
     "StageError",
     "StageFailed",
     "TaskTimeout",
+    "TransportError",
     "WorkerDied",
     "WorkerStartupError",
 ]
@@ -62,6 +66,14 @@ class StageFailed(ParapipeError, RuntimeError):
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(f"stage {stage!r} failed: {message}")
         self.stage = stage
+
+
+class JournalError(ParapipeError):
+    """The journal refused an operation: a bad state change, an unknown key, an unusable file."""
+
+
+class TransportError(ParapipeError):
+    """A message cannot be decoded: its segment is gone, truncated, or the header is corrupt."""
 
 
 class ItemError(ParapipeError):

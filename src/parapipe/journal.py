@@ -40,7 +40,7 @@ from enum import Enum
 from functools import cached_property
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
-from .errors import ItemError, ParapipeError
+from .errors import ItemError, JournalError
 
 __all__ = [
     "DEFAULT_MAX_RESULT_BYTES",
@@ -100,9 +100,6 @@ _COLUMNS = (
     " result_kind, result, payload_kind, payload"
 )
 
-
-class JournalError(ParapipeError):
-    """The journal refused an operation: a bad state change, an unknown key, an unusable file."""
 
 
 class State(str, Enum):

@@ -63,7 +63,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from .errors import ConfigError, ParapipeError
+from .errors import ConfigError, TransportError
 
 __all__ = [
     "DEFAULT_THRESHOLD",
@@ -116,9 +116,6 @@ def _pid_namespace() -> int:
 
 _PID_NAMESPACE = _pid_namespace()
 
-
-class TransportError(ParapipeError):
-    """A message cannot be decoded: its segment is gone, truncated, or the header is corrupt."""
 
 
 class SegmentArena:
