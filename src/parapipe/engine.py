@@ -21,6 +21,7 @@ from concurrent.futures import CancelledError, Future
 from typing import Any, Literal
 
 from . import autotune
+from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
 from .errors import ConfigError, EngineClosed, ItemError, StageError, TaskTimeout, WorkerDied
 from .graph import Node, as_graph, stages
 from .progress import progress_bar
@@ -37,9 +38,6 @@ log = logging.getLogger("parapipe")
 StartMethod = Literal["spawn", "forkserver", "fork"]
 Mode = Literal["throughput", "latency"]
 
-DEFAULT_STARTUP_TIMEOUT = 600.0
-"""Seconds every worker has to import and run setup(); large models on slow disks need minutes."""
-DEFAULT_RETRIES = 2
 _CHEAP_STAGE_SECONDS = 0.001
 """Stages faster than this per item are chunked in ``map``: the per-item overhead would dominate."""
 _MAP_CHUNK_SECONDS = 0.005

@@ -12,13 +12,16 @@ import pickle
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, overload
 
+from .config import parse_size
 from .errors import ConfigError
 
 __all__ = ["Stage", "stage"]
 
 GpuSpec = Sequence[int] | Sequence[Sequence[int]] | None
 
-_OPTION_NAMES = ("name", "cpus", "replicas", "gpus")
+_OPTION_NAMES = (
+    "name", "cpus", "replicas", "gpus", "retries", "retry_on", "timeout", "max_memory", "max_items_per_worker",
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -32,12 +35,26 @@ class Stage:
         gpus: device ids; ``[0, 1]`` gives replica *i* device ``i % 2``, ``[[0, 1]]`` gives every
             replica both. Set as ``CUDA_VISIBLE_DEVICES`` before any user code runs.
         name: the stage's name in errors, stats and plans (defaults to the class name).
+        retries: extra attempts after the worker died (default: the engine's, 2) or after an
+            exception listed in ``retry_on``. User exceptions are not retried by default: most
+            are deterministic, and retrying them only triples the time to the same error.
+        retry_on: exception types worth retrying (e.g. ``(ConnectionError, pp.TaskTimeout)``).
+        timeout: seconds one item may run; past it the worker is killed and replaced, and the
+            item fails with `TaskTimeout` (or is retried if ``retry_on`` lists TaskTimeout).
+        max_memory: RSS limit per worker (``"2GiB"``). Over it between items, the worker is
+            recycled; over it during an item, it is killed and that item fails.
+        max_items_per_worker: recycle a worker after this many items (for leaky libraries).
     """
 
     name: str | None = None
     cpus: int | str = 1
     replicas: int = 1
     gpus: GpuSpec = None
+    retries: int | None = None
+    retry_on: tuple[type[BaseException], ...] = ()
+    timeout: float | None = None
+    max_memory: int | str | None = None
+    max_items_per_worker: int | None = None
 
     def setup(self) -> None:
         """Load the model. Runs once per worker, after the CPU budget is applied."""
@@ -72,6 +89,19 @@ class Stage:
         if self.cpus != "auto" and (not isinstance(self.cpus, int) or self.cpus < 1):
             raise ConfigError(f"stage {name!r}: cpus must be an int >= 1 or 'auto', got {self.cpus!r}")
         self.gpus_for(0)
+        if self.retries is not None and (not isinstance(self.retries, int) or self.retries < 0):
+            raise ConfigError(f"stage {name!r}: retries must be an int >= 0, got {self.retries!r}")
+        if not isinstance(self.retry_on, tuple) or not all(
+            isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on
+        ):
+            raise ConfigError(f"stage {name!r}: retry_on must be a tuple of exception types, got {self.retry_on!r}")
+        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise ConfigError(f"stage {name!r}: timeout must be a number of seconds > 0, got {self.timeout!r}")
+        parse_size(self.max_memory, f"stage {name!r} max_memory")
+        if self.max_items_per_worker is not None and (
+            not isinstance(self.max_items_per_worker, int) or self.max_items_per_worker < 1
+        ):
+            raise ConfigError(f"stage {name!r}: max_items_per_worker must be an int >= 1")
 
     def gpus_for(self, replica: int) -> tuple[int, ...]:
         """The GPU device ids given to one replica."""

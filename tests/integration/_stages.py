@@ -107,3 +107,64 @@ def fail_on_x03(x: int) -> int:
     if x % 1000 == 3:
         raise ValueError(f"{x} ends in 003")
     return x
+
+
+class Hang(pp.Stage):
+    """Blocks forever on the item "hang"."""
+
+    timeout = 2.0
+
+    def process(self, item: Any) -> Any:
+        if item == "hang":
+            import threading
+
+            threading.Event().wait()
+        return item
+
+
+class Flaky(pp.Stage):
+    """Raises ConnectionError the first time it sees each item."""
+
+    retry_on = (ConnectionError,)
+
+    def setup(self) -> None:
+        self.seen: set[Any] = set()
+
+    def process(self, item: Any) -> Any:
+        if item not in self.seen:
+            self.seen.add(item)
+            raise ConnectionError(f"transient failure on {item}")
+        return item
+
+
+class MemoryHog(pp.Stage):
+    max_memory = "400MiB"
+
+    def process(self, item: Any) -> Any:
+        if item == "hog":
+            block = bytearray(1 << 30)
+            for i in range(0, len(block), 4096):
+                block[i] = 1
+        return item
+
+
+class Retiring(pp.Stage):
+    max_items_per_worker = 3
+
+    def process(self, item: Any) -> int:
+        return os.getpid()
+
+
+class SetupOnce(pp.Stage):
+    """setup() works the first time only: every replacement worker fails to start."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def setup(self) -> None:
+        if os.path.exists(self.marker):
+            raise RuntimeError("replacement cannot load the model")
+        open(self.marker, "w").close()
+
+    def process(self, item: Any) -> Any:
+        return os.getpid()

@@ -36,6 +36,8 @@ class WorkerBoot:
     env: dict[str, str] = field(default_factory=dict)
     gpus: tuple[int, ...] = ()
     log_level: int = logging.WARNING
+    max_memory: int | None = None
+    max_items: int | None = None
 
 
 def main(conn: Connection, boot: WorkerBoot) -> None:
@@ -50,8 +52,12 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
         send(P.dumps((P.FAILED, P.ExcInfo.capture(exc))))
         return
     send(P.dumps((P.READY, _describe(boot))))
-    _serve(conn, send, stage)
+    if boot.max_memory is not None:
+        _watch_memory(boot.max_memory)
+    retired = _serve(conn, send, stage, boot)
     stage.teardown()
+    if retired:
+        sys.exit(P.RECYCLE_EXIT)
 
 
 def _build(boot: WorkerBoot) -> Any:
@@ -65,7 +71,11 @@ def _build(boot: WorkerBoot) -> Any:
     return stage
 
 
-def _serve(conn: Connection, send: _Sender, stage: Any) -> None:
+def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> bool:
+    """Serve tasks until STOP (returns False) or until this worker should retire (True)."""
+    retry_on = tuple(stage.retry_on)
+    served = 0
+
     def process(item: Any) -> Any:
         if isinstance(item, P.Chunk):
             return P.run_chunk(stage.process, stage.stage_name, item)
@@ -75,18 +85,51 @@ def _serve(conn: Connection, send: _Sender, stage: Any) -> None:
         try:
             msg = P.loads(conn.recv_bytes())
         except (EOFError, OSError):
-            return
+            return False
         if msg[0] == P.STOP:
-            return
+            return False
         results: list[P.Result] = []
         for tid, item in msg[1]:
             c0, t0 = time.process_time(), time.monotonic()
             try:
                 value, ok = process(item), True
-            except Exception as exc:
-                value, ok = P.ExcInfo.capture(exc), False
+            except Exception as exc:  # user errors are data for the parent
+                value, ok = P.ExcInfo.capture(exc, retry_on), False
             results.append((tid, ok, value, t0, time.monotonic(), time.process_time() - c0))
         send(P.dump_results(results))
+        served += len(results)
+        if _should_retire(boot, served):
+            return True
+
+
+def _should_retire(boot: WorkerBoot, served: int) -> bool:
+    """Retire between items when near the memory limit, so the next item does not cross it."""
+    if boot.max_items is not None and served >= boot.max_items:
+        return True
+    return boot.max_memory is not None and rss_bytes() > _RETIRE_AT * boot.max_memory
+
+
+def rss_bytes() -> int:
+    """Resident memory of this process, cheaply (one small /proc read)."""
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * _PAGE_SIZE
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
+_MEMORY_SAMPLE_SECONDS = 0.05
+_RETIRE_AT = 0.9
+
+
+def _watch_memory(limit: int) -> None:
+    """Memory can only be sampled: check RSS 20 times a second and die at once when over."""
+
+    def watch() -> None:
+        idle = threading.Event()
+        while not idle.wait(_MEMORY_SAMPLE_SECONDS):
+            if rss_bytes() > limit:
+                os._exit(P.MEMORY_EXIT)
+
+    threading.Thread(target=watch, name="parapipe-memory-watch", daemon=True).start()
 
 
 class _Sender:

@@ -29,18 +29,20 @@ import logging
 import math
 import os
 import pickle
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from typing import Any, Protocol
 
+from ..config import DEFAULT_RETRIES, parse_size
 from ..errors import (
     ConfigError,
     ItemError,
     StageError,
     StageFailed,
+    TaskTimeout,
     WorkerDied,
     WorkerStartupError,
     describe_exit,
@@ -49,6 +51,8 @@ from ..resources import WorkerBudget, gpu_env, thread_env
 from ..stage import Stage
 from . import child
 from . import protocol as P
+from .spawn import STOP_GRACE, Deadlines, environment, stop_process
+from .stats import StageStats
 
 log = logging.getLogger("parapipe")
 
@@ -57,7 +61,10 @@ _MAX_MSGS = 2
 _MAX_CHUNK = 256
 _TARGET_MSG_SECONDS = 0.002
 """Chunk cheap tasks until a message carries about this much work."""
-_STOP_GRACE = 5.0
+_MAX_STARTUP_FAILURES = 5
+"""Replacements in a row whose setup() fails before the stage is declared failed."""
+_BACKOFF_BASE = 0.2
+_BACKOFF_MAX = 10.0
 
 
 class Job(Protocol):
@@ -70,7 +77,7 @@ Callback = Callable[[bool, Any], None]
 class Task:
     """One item on its way through one stage."""
 
-    __slots__ = ("attempts", "callback", "enqueued", "index", "item", "job", "key")
+    __slots__ = ("attempts", "callback", "enqueued", "index", "item", "job", "key", "timed_out")
 
     def __init__(
         self,
@@ -88,72 +95,26 @@ class Task:
         self.key = key
         self.attempts = 0
         self.enqueued = 0.0
+        self.timed_out = False
 
     @property
     def abandoned(self) -> bool:
         return self.job is not None and self.job.finished
 
 
-@dataclass
-class StageStats:
-    """Counters for one stage, updated under the pool's lock."""
-
-    done: int = 0
-    failed: int = 0
-    busy_s: float = 0.0
-    cpu_s: float = 0.0
-    queue_wait_s: float = 0.0
-    restarts: int = 0
-    first: float | None = None
-    last: float | None = None
-    latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=10_000))
-    cpu_per_item: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=1_000))
-
-    def snapshot(self, queued: int, inflight: int) -> dict[str, Any]:
-        lat = sorted(self.latencies)
-        span = (self.last - self.first) if self.first is not None and self.last is not None else 0.0
-        return {
-            "done": self.done,
-            "failed": self.failed,
-            "queued": queued,
-            "in_flight": inflight,
-            "busy_s": round(self.busy_s, 6),
-            "cpu_s": round(self.cpu_s, 6),
-            "queue_wait_s": round(self.queue_wait_s, 6),
-            "items_per_s": round(self.done / span, 3) if span > 0 else None,
-            "latency_p50_s": _quantile(lat, 0.50),
-            "latency_p99_s": _quantile(lat, 0.99),
-            "restarts": self.restarts,
-        }
-
-
-def _quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return round(values[min(len(values) - 1, int(q * len(values)))], 6)
-
-
 class _Worker:
     __slots__ = (
-        "budget",
-        "conn",
-        "exclusive",
-        "inflight",
-        "info",
-        "msgs",
-        "proc",
-        "ready",
-        "send_lock",
-        "startup_error",
-        "state",
-        "thread",
-    )
+        "budget", "conn", "exclusive", "inflight", "info", "msgs", "proc", "ready", "send_lock",
+        "sent", "startup_error", "state", "thread",
+    )  # fmt: skip
 
     def __init__(self, budget: WorkerBudget, proc: Any, conn: Any) -> None:
         self.budget = budget
         self.proc = proc
         self.conn = conn
         self.inflight: dict[int, Task] = {}
+        self.sent: collections.deque[list[int]] = collections.deque()
+        """Task ids per message in send order: the first is the one the worker is running."""
         self.msgs = 0
         self.exclusive = False
         self.state = "starting"
@@ -173,24 +134,30 @@ class StagePool:
         budgets: list[WorkerBudget],
         *,
         mp_context: BaseContext,
-        retries: int = 2,
+        retries: int = DEFAULT_RETRIES,
         log_level: int | None = None,
     ) -> None:
         self.stage = stage
         self.name = stage.stage_name
         self.budgets = budgets
-        self.retries = retries
+        self.retries = stage.retries if stage.retries is not None else retries
         self.stats = StageStats()
         self._ctx = mp_context
         self._log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         self._stage_bytes = _pickle_stage(stage)
+        self._max_memory = parse_size(stage.max_memory)
+        self._max_msgs = 1 if stage.timeout else _MAX_MSGS  # a deadline must time the item, not its wait
         self._lock = threading.Lock()
         self._pending: collections.deque[Task] = collections.deque()
         self._workers: list[_Worker] = []
         self._ids = itertools.count()
         self._closing = False
+        self._started = False
         self._failed: str | None = None
+        self._startup_failures = 0
+        self._timers: set[threading.Timer] = set()
         self._service_ewma: float | None = None
+        self._deadlines = Deadlines(self._on_deadline, self.name) if stage.timeout else None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -209,36 +176,38 @@ class StagePool:
                 )
             if w.state != "ready":
                 raise WorkerStartupError(self._startup_message(w))
+        self._started = True
 
-    def close(self, *, timeout: float = _STOP_GRACE) -> None:
+    def close(self, *, timeout: float = STOP_GRACE) -> None:
         """Stop every worker: STOP message, then join, terminate and kill in that order."""
         with self._lock:
             self._closing = True
             orphans = list(self._pending)
             self._pending.clear()
             workers = list(self._workers)
+            timers = list(self._timers)
+        for timer in timers:
+            timer.cancel()
         for t in orphans:
-            self._resolve(
-                t, False, WorkerDied(self.name, "engine closed before the item ran", index=t.index, key=t.key)
-            )
+            self._resolve(t, False, WorkerDied(self.name, "engine closed before the item ran"))
         for w in workers:
             self._send_raw(w, P.dumps((P.STOP,)))
         deadline = time.monotonic() + timeout
         for w in workers:
-            _stop_process(w.proc, deadline)
+            stop_process(w.proc, deadline)
         for w in workers:
             if w.thread is not None and w.thread is not threading.current_thread():
-                w.thread.join(timeout=_STOP_GRACE)
+                w.thread.join(timeout=STOP_GRACE)
+        if self._deadlines is not None:
+            self._deadlines.close()
 
     # -- submission ----------------------------------------------------------------------
 
     def submit(self, task: Task) -> None:
         task.enqueued = time.monotonic()
         with self._lock:
-            if self._failed is not None:
-                failure = self._failed
-            else:
-                failure = None
+            failure = self._failed
+            if failure is None:
                 self._pending.append(task)
         if failure is not None:
             self._resolve(task, False, StageFailed(self.name, failure))
@@ -248,77 +217,74 @@ class StagePool:
     def pump(self) -> None:
         with self._lock:
             assignments = self._assign()
-        for w, tasks in assignments:
-            self._send_tasks(w, tasks)
+        for w, rows in assignments:
+            self._send_tasks(w, rows)
 
-    def _assign(self) -> list[tuple[_Worker, list[Task]]]:
-        out: list[tuple[_Worker, list[Task]]] = []
+    def _assign(self) -> list[tuple[_Worker, list[tuple[int, Task]]]]:
+        out = []
         while self._pending:
-            free = [w for w in self._workers if w.state == "ready" and w.msgs < _MAX_MSGS and not w.exclusive]
+            free = [w for w in self._workers if w.state == "ready" and w.msgs < self._max_msgs and not w.exclusive]
             if not free:
                 break
-            w = min(free, key=lambda w: len(w.inflight))
-            chunk = self._take_chunk(w, len(free))
-            if chunk:
-                w.msgs += 1
-                out.append((w, chunk))
+            w = min(free, key=lambda w: (w.msgs, len(w.inflight)))
+            rows = self._take_chunk(w, len(free))
+            if not rows:
+                break  # a retried task waits for an idle worker; the next result pumps again
+            w.msgs += 1
+            w.sent.append([tid for tid, _ in rows])
+            out.append((w, rows))
+            if self._deadlines is not None:
+                self._deadlines.arm(w, float(self.stage.timeout))  # type: ignore[arg-type]
         return out
 
-    def _take_chunk(self, w: _Worker, nfree: int) -> list[Task]:
+    def _take_chunk(self, w: _Worker, nfree: int) -> list[tuple[int, Task]]:
         """Retried tasks go alone to an otherwise idle worker so a crash blames only them."""
         limit = self._chunk_limit(nfree)
-        chunk: list[Task] = []
-        while self._pending and len(chunk) < limit:
+        rows: list[tuple[int, Task]] = []
+        while self._pending and len(rows) < limit:
             task = self._pending[0]
             if task.abandoned:
                 self._pending.popleft()
                 continue
             if task.attempts > 0:
-                if chunk or w.msgs:
+                if rows or w.msgs:
                     break
                 w.exclusive = True
             self._pending.popleft()
             tid = next(self._ids)
             w.inflight[tid] = task
-            chunk.append(task)
+            rows.append((tid, task))
             if w.exclusive:
                 break
-        return chunk
+        return rows
 
     def _chunk_limit(self, nfree: int) -> int:
-        if self._service_ewma is None or self._service_ewma <= 0:
+        if self._deadlines is not None or not self._service_ewma:
             return 1
         by_cost = int(_TARGET_MSG_SECONDS / self._service_ewma)
         by_balance = math.ceil(len(self._pending) / (2 * nfree))
         return max(1, min(_MAX_CHUNK, by_cost, by_balance))
 
-    def _send_tasks(self, w: _Worker, tasks: list[Task]) -> None:
-        ids = {id(t): tid for tid, t in w.inflight.items()}
-        rows = [(ids[id(t)], t.item) for t in tasks if id(t) in ids]
+    def _send_tasks(self, w: _Worker, rows: list[tuple[int, Task]]) -> None:
+        payload = [(tid, task.item) for tid, task in rows]
         try:
-            data = P.dumps((P.TASKS, rows))
-        except Exception:
-            data = self._drop_unpicklable(w, rows)
+            data = P.dumps((P.TASKS, payload))
+        except Exception:  # find and fail the unpicklable items one by one
+            data = self._drop_unpicklable(w, payload)
         self._send_raw(w, data)
 
-    def _drop_unpicklable(self, w: _Worker, rows: list[tuple[int, Any]]) -> bytes:
+    def _drop_unpicklable(self, w: _Worker, payload: list[tuple[int, Any]]) -> bytes:
         keep = []
-        for tid, item in rows:
+        for tid, item in payload:
             try:
                 pickle.dumps(item, P.PROTOCOL)
                 keep.append((tid, item))
-            except Exception as exc:
+            except Exception as exc:  # reported as this item's error
                 with self._lock:
                     task = w.inflight.pop(tid, None)
                 if task is not None:
-                    err = StageError(
-                        self.name,
-                        f"item cannot be sent to a worker: {exc}",
-                        exc_type="ItemNotPicklable",
-                        index=task.index,
-                        key=task.key,
-                    )
-                    self._resolve(task, False, err)
+                    msg = f"item cannot be sent to a worker: {exc}"
+                    self._resolve(task, False, StageError(self.name, msg, exc_type="ItemNotPicklable"))
         return P.dumps((P.TASKS, keep))
 
     def _send_raw(self, w: _Worker, data: bytes) -> None:
@@ -330,23 +296,18 @@ class StagePool:
 
     # -- worker processes ----------------------------------------------------------------
 
-    def _spawn(self, budget: WorkerBudget) -> _Worker:
+    def _spawn(self, budget: WorkerBudget) -> None:
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
         env = {**thread_env(budget.threads), **gpu_env(budget.gpus)}
         boot = child.WorkerBoot(
-            stage=self.name,
-            replica=budget.replica,
-            threads=budget.threads,
-            cores=budget.cores,
-            stage_bytes=self._stage_bytes,
-            env=env,
-            gpus=budget.gpus,
-            log_level=self._log_level,
-        )
+            stage=self.name, replica=budget.replica, threads=budget.threads, cores=budget.cores,
+            stage_bytes=self._stage_bytes, env=env, gpus=budget.gpus, log_level=self._log_level,
+            max_memory=self._max_memory, max_items=self.stage.max_items_per_worker,
+        )  # fmt: skip
         proc = self._ctx.Process(
             target=child.main, args=(child_conn, boot), name=f"parapipe:{self.name}#{budget.replica}"
         )
-        with _environment(env):
+        with environment(env):
             proc.start()
         child_conn.close()
         w = _Worker(budget, proc, parent_conn)
@@ -356,7 +317,6 @@ class StagePool:
         with self._lock:
             self._workers.append(w)
         w.thread.start()
-        return w
 
     def _read(self, w: _Worker) -> None:
         """The one blocking waiter of this worker's connection."""
@@ -380,6 +340,7 @@ class StagePool:
         with self._lock:
             w.info = info
             w.state = "ready"
+            self._startup_failures = 0
         w.ready.set()
         self.pump()
 
@@ -388,59 +349,62 @@ class StagePool:
         finished: list[tuple[Task, bool, Any]] = []
         with self._lock:
             w.msgs -= 1
+            if w.sent:
+                w.sent.popleft()
             w.exclusive = False
+            if self._deadlines is not None:
+                self._deadlines.disarm(w)
             for tid, ok, value, t0, t1, cpu in rows:
                 task = w.inflight.pop(tid, None)
                 if task is not None:
                     n = len(value) if ok and isinstance(value, P.ChunkResult) else 1
-                    self._account(task, ok, t0, t1, cpu, now, n)
+                    self.stats.account(task.enqueued, ok, t0, t1, cpu, now, n)
+                    self._service_ewma = self.stats.service_ewma
                     finished.append((task, ok, value))
+        retry = []
         with deferred_pumps():
             for task, ok, value in finished:
                 if ok:
                     self._resolve(task, True, value)
+                elif value.retryable and task.attempts < self.retries:
+                    task.attempts += 1
+                    retry.append(task)
                 else:
-                    self._resolve(
-                        task,
-                        False,
-                        StageError(
-                            self.name,
-                            value.message,
-                            exc_type=value.type,
-                            traceback=value.traceback,
-                            index=task.index,
-                            key=task.key,
-                        ),
-                    )
+                    error = StageError(self.name, value.message, exc_type=value.type, traceback=value.traceback)
+                    self._resolve(task, False, error)
+            if retry:
+                with self._lock:
+                    self._pending.extendleft(reversed(retry))
             _pump_soon(self)
 
-    def _account(self, task: Task, ok: bool, t0: float, t1: float, cpu: float, now: float, n: int) -> None:
-        """Per-item figures divide a chunk's time by its size, so chunking does not hide cost."""
-        s = self.stats
-        s.done += n if ok else 0
-        s.failed += not ok
-        s.busy_s += t1 - t0
-        s.cpu_s += cpu
-        s.cpu_per_item.append(cpu / n)
-        service = (t1 - t0) / n
-        s.queue_wait_s += max(0.0, t0 - task.enqueued)
-        s.latencies.append(now - task.enqueued)
-        s.first = task.enqueued if s.first is None else min(s.first, task.enqueued)
-        s.last = now
-        ewma = self._service_ewma
-        self._service_ewma = service if ewma is None else 0.9 * ewma + 0.1 * service
+    def _on_deadline(self, w: _Worker) -> None:
+        """The item ran past the stage timeout: kill its worker; the exit handler fails the item."""
+        with self._lock:
+            if w.state != "ready" or not w.inflight:
+                return
+            for task in w.inflight.values():
+                task.timed_out = True
+        log.warning("stage %r replica %d ran past its timeout of %s s; killing it", self.name, w.budget.replica,
+                    self.stage.timeout)  # fmt: skip
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(w.proc.pid, signal.SIGKILL)
 
     def _on_exit(self, w: _Worker) -> None:
-        w.proc.join(timeout=_STOP_GRACE)
+        w.proc.join(timeout=STOP_GRACE)
         exitcode = w.proc.exitcode
         with self._lock:
             was_ready = w.state == "ready"
             w.state = "dead"
             if w in self._workers:
                 self._workers.remove(w)
-            orphans = list(w.inflight.values())
+            running = set(w.sent[0]) if w.sent else set()
+            blamed = [t for tid, t in w.inflight.items() if tid in running]
+            waiting = [t for tid, t in w.inflight.items() if tid not in running]
             w.inflight.clear()
+            w.sent.clear()
             closing = self._closing
+        if self._deadlines is not None:
+            self._deadlines.disarm(w)
         w.ready.set()
         w.conn.close()
         if closing:
@@ -448,66 +412,96 @@ class StagePool:
         if not was_ready:
             self._on_startup_failure(w, exitcode)
             return
-        log.warning(
-            "stage %r replica %d died (%s); restarting it",
-            self.name,
-            w.budget.replica,
-            describe_exit(exitcode),
-        )
+        if exitcode != P.RECYCLE_EXIT:
+            log.warning("stage %r replica %d: %s; replacing it", self.name, w.budget.replica, describe_exit(exitcode))
         with self._lock:
             self.stats.restarts += 1
         self._spawn(w.budget)
-        self._retry_or_fail(orphans, exitcode)
+        self._requeue_orphans(blamed, waiting, exitcode)
 
-    def _retry_or_fail(self, orphans: list[Task], exitcode: int | None) -> None:
-        retry: list[Task] = []
-        for task in orphans:
+    def _requeue_orphans(self, blamed: list[Task], waiting: list[Task], exitcode: int | None) -> None:
+        """Tasks that were running when the worker died take the blame (an attempt, or a final
+        error); tasks still waiting in its pipe, or held by a worker that retired, go back as-is."""
+        if exitcode == P.RECYCLE_EXIT:
+            waiting, blamed = blamed + waiting, []
+        retry: list[Task] = list(waiting)
+        for task in blamed:
             task.attempts += 1
-            if task.attempts <= self.retries:
+            error = self._death_error(task, exitcode)
+            if task.attempts <= self.retries and self._retryable(error):
                 retry.append(task)
             else:
-                self._resolve(
-                    task,
-                    False,
-                    WorkerDied(
-                        self.name,
-                        exitcode=exitcode,
-                        attempts=task.attempts,
-                        index=task.index,
-                        key=task.key,
-                    ),
-                )
+                self._resolve(task, False, error)
         with self._lock:
             self._pending.extendleft(reversed(retry))
         self.pump()
 
+    def _death_error(self, task: Task, exitcode: int | None) -> ItemError:
+        if task.timed_out:
+            task.timed_out = False
+            return TaskTimeout(self.name, timeout=self.stage.timeout, attempts=task.attempts)
+        if exitcode == P.MEMORY_EXIT:
+            limit = self._max_memory or 0
+            msg = f"worker passed max_memory ({limit / 2**30:.2f} GiB) while processing this item"
+            return WorkerDied(self.name, msg, exitcode=exitcode, attempts=task.attempts)
+        return WorkerDied(self.name, exitcode=exitcode, attempts=task.attempts)
+
+    def _retryable(self, error: ItemError) -> bool:
+        if isinstance(error, TaskTimeout):
+            return any(issubclass(TaskTimeout, t) for t in self.stage.retry_on)
+        return not (isinstance(error, WorkerDied) and error.exitcode == P.MEMORY_EXIT)
+
     def _on_startup_failure(self, w: _Worker, exitcode: int | None) -> None:
-        """A worker that never got ready: fail the stage if no worker of it is left."""
+        """A replacement whose setup() failed: try again with backoff, then fail the stage."""
+        if not self._started:
+            return  # wait_ready() reports it to the engine's start()
         message = self._startup_message(w, exitcode)
+        with self._lock:
+            self._startup_failures += 1
+            failures = self._startup_failures
+        if failures < _MAX_STARTUP_FAILURES:
+            delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (failures - 1))
+            log.error("%s; retrying in %.1f s", message, delay)
+            self._spawn_later(w.budget, delay)
+            return
+        self._fail_stage(f"{failures} replacement workers in a row failed to start; last: {message}")
+
+    def _spawn_later(self, budget: WorkerBudget, delay: float) -> None:
+        def fire() -> None:
+            with self._lock:
+                self._timers.discard(timer)
+                if self._closing:
+                    return
+            self._spawn(budget)
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        with self._lock:
+            self._timers.add(timer)
+        timer.start()
+
+    def _fail_stage(self, message: str) -> None:
         with self._lock:
             if any(x.state in ("ready", "starting") for x in self._workers):
                 return
             self._failed = message
             orphans = list(self._pending)
             self._pending.clear()
-        log.error("%s", message)
+        log.error("stage %r failed: %s", self.name, message)
         for task in orphans:
             self._resolve(task, False, StageFailed(self.name, message))
 
     def _startup_message(self, w: _Worker, exitcode: int | None = None) -> str:
         err = w.startup_error
+        where = f"stage {self.name!r} replica {w.budget.replica}"
         if err is not None:
-            return (
-                f"stage {self.name!r} replica {w.budget.replica}: setup failed with {err.type}: "
-                f"{err.message}\n{err.traceback}"
-            )
-        exitcode = w.proc.exitcode if exitcode is None else exitcode
-        why = describe_exit(exitcode)
-        return f"stage {self.name!r} replica {w.budget.replica}: {why} during startup"
+            return f"{where}: setup failed with {err.type}: {err.message}\n{err.traceback}"
+        return f"{where}: {describe_exit(w.proc.exitcode if exitcode is None else exitcode)} during startup"
 
     def _resolve(self, task: Task, ok: bool, value: Any) -> None:
-        if isinstance(value, ItemError) and value.index is None:
-            value.index = task.index
+        if isinstance(value, ItemError):
+            value.index = task.index if value.index is None else value.index
+            value.key = task.key if value.key is None else value.key
         try:
             task.callback(ok, value)
         except Exception:  # a broken callback must not kill the reader thread
@@ -518,27 +512,20 @@ class StagePool:
     def workers(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
-                {
-                    "stage": self.name,
-                    "replica": w.budget.replica,
-                    "pid": w.proc.pid,
-                    "state": w.state,
-                    "cores": w.info.get("cores", w.budget.cores),
-                    "threads": w.budget.threads,
-                    "gpus": w.budget.gpus,
-                    "pools": w.info.get("pools", []),
-                }
+                {"stage": self.name, "replica": w.budget.replica, "pid": w.proc.pid, "state": w.state,
+                 "cores": w.info.get("cores", w.budget.cores), "threads": w.budget.threads,
+                 "gpus": w.budget.gpus, "pools": w.info.get("pools", [])}
                 for w in sorted(self._workers, key=lambda w: w.budget.replica)
-            ]
+            ]  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             inflight = sum(len(w.inflight) for w in self._workers)
             return self.stats.snapshot(len(self._pending), inflight)
 
-    def pids(self) -> list[int]:
-        with self._lock:
-            return [w.proc.pid for w in self._workers if w.proc.pid is not None]
+    @property
+    def failed(self) -> str | None:
+        return self._failed
 
 
 def _pickle_stage(stage: Stage) -> bytes:
@@ -546,40 +533,11 @@ def _pickle_stage(stage: Stage) -> bytes:
         return pickle.dumps(stage, P.PROTOCOL)
     except ConfigError:
         raise
-    except Exception as exc:
+    except Exception as exc:  # any pickling failure means the same fix
         raise ConfigError(
             f"stage {stage.stage_name!r} cannot be sent to its worker processes: {exc}. "
             "Keep __init__ arguments picklable and load models in setup(), not __init__"
         ) from exc
-
-
-_env_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
-    """Set variables only while a child is exec'd: it inherits them before any import runs."""
-    with _env_lock:
-        saved = {k: os.environ.get(k) for k in env}
-        os.environ.update(env)
-        try:
-            yield
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-
-
-def _stop_process(proc: Any, deadline: float) -> None:
-    proc.join(max(0.0, deadline - time.monotonic()))
-    if proc.exitcode is None:
-        proc.terminate()
-        proc.join(1.0)
-    if proc.exitcode is None:
-        proc.kill()
-        proc.join(1.0)
 
 
 def _emit_log(data: dict[str, Any]) -> None:
@@ -598,8 +556,7 @@ _local = threading.local()
 
 @contextlib.contextmanager
 def deferred_pumps() -> Iterator[None]:
-    outer = getattr(_local, "pools", None)
-    if outer is not None:
+    if getattr(_local, "pools", None) is not None:
         yield
         return
     _local.pools = pools = {}

@@ -23,6 +23,11 @@ LOG = 6
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+RECYCLE_EXIT = 75
+"""Exit code of a worker that retired on purpose (max_items_per_worker, max_memory between items)."""
+MEMORY_EXIT = 76
+"""Exit code of a worker that passed max_memory in the middle of an item."""
+
 
 @dataclass(frozen=True)
 class ExcInfo:
@@ -31,13 +36,15 @@ class ExcInfo:
     type: str
     message: str
     traceback: str
+    retryable: bool = False
+    """The stage listed this exception type in ``retry_on``."""
 
     @classmethod
-    def capture(cls, exc: BaseException) -> ExcInfo:
+    def capture(cls, exc: BaseException, retry_on: tuple[type[BaseException], ...] = ()) -> ExcInfo:
         kind = type(exc)
         name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
         text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
-        return cls(name, str(exc), text)
+        return cls(name, str(exc), text, isinstance(exc, retry_on) if retry_on else False)
 
 
 class Chunk(list):  # type: ignore[type-arg]

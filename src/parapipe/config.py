@@ -1,0 +1,33 @@
+"""Named defaults and the parsing of human-friendly option values, in one place."""
+
+from __future__ import annotations
+
+import re
+
+from .errors import ConfigError
+
+__all__ = ["DEFAULT_RETRIES", "DEFAULT_STARTUP_TIMEOUT", "parse_size"]
+
+DEFAULT_RETRIES = 2
+"""Extra attempts an item gets after its worker died (or after a ``retry_on`` exception)."""
+
+DEFAULT_STARTUP_TIMEOUT = 600.0
+"""Seconds every worker has to import and run setup(); large models on slow disks need minutes."""
+
+_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
+    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(value: int | float | str | None, option: str = "size") -> int | None:
+    """Bytes from ``2GiB``, ``500MB``, ``1.5g`` or a plain number; None stays None."""
+    if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        return None if value is None else int(value)
+    match = _SIZE.match(str(value))
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ConfigError(f"{option}: cannot read {value!r} as a size; write e.g. '2GiB', '500MB' or a number of bytes")
+    return int(float(match.group(1)) * _UNITS[unit])

@@ -1,0 +1,63 @@
+"""Per-stage counters that the engine's stats(), the progress bar and /metrics read."""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class StageStats:
+    """Counters for one stage, updated under the pool's lock."""
+
+    done: int = 0
+    failed: int = 0
+    busy_s: float = 0.0
+    cpu_s: float = 0.0
+    queue_wait_s: float = 0.0
+    restarts: int = 0
+    first: float | None = None
+    last: float | None = None
+    latencies: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=10_000))
+    cpu_per_item: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=1_000))
+    service_ewma: float | None = None
+    """Smoothed seconds per item inside the worker; decides chunking."""
+
+    def account(self, enqueued: float, ok: bool, t0: float, t1: float, cpu: float, now: float, n: int) -> None:
+        """Per-item figures divide a chunk's time by its size, so chunking does not hide cost."""
+        self.done += n if ok else 0
+        self.failed += not ok
+        self.busy_s += t1 - t0
+        self.cpu_s += cpu
+        self.cpu_per_item.append(cpu / n)
+        self.queue_wait_s += max(0.0, t0 - enqueued)
+        self.latencies.append(now - enqueued)
+        self.first = enqueued if self.first is None else min(self.first, enqueued)
+        self.last = now
+        service = (t1 - t0) / n
+        ewma = self.service_ewma
+        self.service_ewma = service if ewma is None else 0.9 * ewma + 0.1 * service
+
+    def snapshot(self, queued: int, inflight: int) -> dict[str, Any]:
+        lat = sorted(self.latencies)
+        span = (self.last - self.first) if self.first is not None and self.last is not None else 0.0
+        return {
+            "done": self.done,
+            "failed": self.failed,
+            "queued": queued,
+            "in_flight": inflight,
+            "busy_s": round(self.busy_s, 6),
+            "cpu_s": round(self.cpu_s, 6),
+            "queue_wait_s": round(self.queue_wait_s, 6),
+            "items_per_s": round(self.done / span, 3) if span > 0 else None,
+            "latency_p50_s": _quantile(lat, 0.50),
+            "latency_p99_s": _quantile(lat, 0.99),
+            "restarts": self.restarts,
+        }
+
+
+def _quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return round(values[min(len(values) - 1, int(q * len(values)))], 6)
