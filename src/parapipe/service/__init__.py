@@ -1,0 +1,70 @@
+"""The HTTP service: a parapipe graph behind FastAPI, with durable jobs, streaming and a dashboard.
+
+::
+
+    client --HTTP/WS--> OriginGuard -> BodyLimit -> routes / stream     (app.py, routes.py, stream.py)
+                                                     |
+                                   Service (runtime.py): admission (429), readiness, status
+                                      |                         |
+                          JobManager (jobs.py)             Engine.submit  --> stage workers
+                          SQLite Journal: every job        (sync runs, stream items)
+                          is stored before 202, resumed
+                          after a restart
+
+Importing this package is cheap: `create_app`, `serve` and `Service` load FastAPI and uvicorn on
+first use, so ``parapipe`` works without the ``service`` extra. See docs/service.md.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import ServiceConfig
+from .errors import (
+    BadRequest,
+    Forbidden,
+    InsecureBind,
+    JobCancelled,
+    JobConflict,
+    JobNotFound,
+    NotReady,
+    Overloaded,
+    RequestTimeout,
+    ResultNotSerializable,
+    ServiceError,
+    Unauthorized,
+    Unreachable,
+)
+
+if TYPE_CHECKING:
+    from .app import create_app
+    from .server import serve
+
+__all__ = [
+    "BadRequest",
+    "Forbidden",
+    "InsecureBind",
+    "JobCancelled",
+    "JobConflict",
+    "JobNotFound",
+    "NotReady",
+    "Overloaded",
+    "RequestTimeout",
+    "ResultNotSerializable",
+    "ServiceConfig",
+    "ServiceError",
+    "Unauthorized",
+    "Unreachable",
+    "create_app",
+    "serve",
+]
+
+_LAZY = {"create_app": ".app", "serve": ".server"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

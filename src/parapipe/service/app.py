@@ -1,0 +1,158 @@
+"""`create_app`: the FastAPI application around one graph.
+
+Nothing starts at import or in `create_app`: the engine's workers start in the app's lifespan
+(when uvicorn, or a test client, starts the app) and stop when it ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http
+import logging
+import math
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from ..errors import ParapipeError
+from .config import (
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_REQUEST_TIMEOUT,
+    ServiceConfig,
+    api_keys_from_env,
+)
+from .errors import SERVICE_STAGE, ServiceError, error_body, error_status
+from .metrics import registry_for
+from .payloads import BodyLimit
+from .routes import api, public
+from .runtime import Service
+from .security import WWW_AUTHENTICATE, OriginGuard
+from .stream import stream
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("parapipe.service")
+
+
+def create_app(
+    graph: Any,
+    *,
+    api_keys: Iterable[str] = (),
+    max_queue: int = DEFAULT_MAX_QUEUE,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    journal_path: str | os.PathLike[str] | None = None,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    cors_origins: Iterable[str] = (),
+    allowed_hosts: Iterable[str] | None = None,
+    engine_options: Mapping[str, Any] | None = None,
+) -> FastAPI:
+    """An app serving ``graph`` over HTTP and WebSocket (see docs/service.md).
+
+    Args:
+        graph: a `Stage`, function, `Pipeline` or `Parallel`, as for `parapipe.Engine`.
+        api_keys: bearer keys; keys in ``PARAPIPE_API_KEYS`` are added. None at all: no auth.
+        max_queue: accepted-but-unfinished requests before POSTs get 429.
+        max_body_bytes: largest request body or WebSocket message (413 beyond).
+        journal_path: SQLite file for jobs, so a restart resumes them; None keeps jobs in memory.
+        request_timeout: seconds a synchronous run may take (504 beyond).
+        cors_origins: browser origins allowed to call the API; CORS is off when empty.
+        allowed_hosts: Host names served (see `ServiceConfig`); None: loopback only without keys.
+        engine_options: keyword arguments for `parapipe.Engine` (``start_method``, ``cpus``...).
+    """
+    config = ServiceConfig(
+        api_keys=api_keys_from_env(api_keys),
+        max_queue=max_queue,
+        max_body_bytes=max_body_bytes,
+        journal_path=os.fspath(journal_path) if journal_path is not None else ":memory:",
+        request_timeout=request_timeout,
+        cors_origins=tuple(cors_origins),
+        allowed_hosts=tuple(allowed_hosts) if allowed_hosts is not None else None,
+    )
+    return app_for(Service(graph, config, engine_options))
+
+
+def app_for(service: Service) -> FastAPI:
+    """The FastAPI app around an existing `Service` (for `serve`, which keeps a handle on it)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await service.open()
+        try:
+            yield
+        finally:
+            await service.close()
+
+    app = FastAPI(
+        title="parapipe",
+        summary="Run a parapipe graph over HTTP: synchronous runs, durable jobs, streaming.",
+        version=__version__,
+        lifespan=lifespan,
+    )
+    app.state.service = service
+    app.state.metrics = registry_for(service)
+    app.include_router(public)
+    app.include_router(api)
+    app.add_api_websocket_route("/v1/stream", stream)
+    _add_error_handlers(app)
+    _add_middleware(app, service.config)
+    return app
+
+
+def _add_middleware(app: FastAPI, config: ServiceConfig) -> None:
+    """Outermost last: the origin guard sees every request first, then the body limit."""
+    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    if config.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    hosts = config.allowed_hosts
+    if hosts is None and config.api_keys:
+        hosts = ("*",)  # keys protect the server wherever it is reachable from
+    app.add_middleware(OriginGuard, cors_origins=config.cors_origins, allowed_hosts=hosts)
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every refusal and failure answers ``{"error": {"type", "message", "stage", ...}}``."""
+
+    async def parapipe_error(_: Request, exc: Exception) -> JSONResponse:
+        status = error_status(exc)
+        if status >= 500 and not isinstance(exc, ServiceError):
+            log.warning("request failed: %s", exc)
+        return JSONResponse({"error": error_body(exc)}, status_code=status, headers=_headers(exc))
+
+    async def validation_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        details = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        body = {"type": "BadRequest", "message": f"invalid request: {details}", "stage": SERVICE_STAGE}
+        return JSONResponse({"error": body}, status_code=422)
+
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        kind = http.HTTPStatus(exc.status_code).phrase.replace(" ", "")
+        body = {"type": kind, "message": str(exc.detail), "stage": SERVICE_STAGE}
+        return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
+
+    app.add_exception_handler(ParapipeError, parapipe_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(StarletteHTTPException, http_error)
+
+
+def _headers(exc: Exception) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    if isinstance(exc, ServiceError) and exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
+    if isinstance(exc, ServiceError) and exc.status == 401:
+        headers.update(WWW_AUTHENTICATE)
+    return headers

@@ -1,0 +1,107 @@
+"""``parapipe serve``: the command line of the HTTP service.
+
+Importing this module is cheap (no FastAPI, no uvicorn), so the main ``parapipe`` command can
+add the subcommand unconditionally; the service's dependencies load only when it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .config import (
+    API_KEYS_ENV,
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HOST,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_QUEUE,
+    DEFAULT_PORT,
+    DEFAULT_REQUEST_TIMEOUT,
+)
+
+__all__ = ["DEFAULT_JOURNAL", "add_serve_command", "configure_parser", "main", "run_from_args"]
+
+DEFAULT_JOURNAL = "parapipe-jobs.db"
+"""On the command line jobs are durable by default: a restart resumes what was accepted."""
+
+
+def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``serve`` to the ``parapipe`` command's subparsers; its ``func`` runs the server."""
+    parser = subparsers.add_parser("serve", help="serve a graph over HTTP (jobs, streaming, dashboard)")
+    configure_parser(parser)
+    return parser
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """The options of ``parapipe serve``; sets ``func`` to `run_from_args`."""
+    parser.add_argument("graph", help="MODULE:GRAPH, e.g. myapp.graphs:pipeline")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        default=[],
+        dest="api_keys",
+        metavar="KEY",
+        help=f"accepted bearer key (repeatable; also read from {API_KEYS_ENV}, comma separated)",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a non-loopback --host without API keys (only behind an authenticating proxy)",
+    )
+    parser.add_argument(
+        "--journal",
+        default=DEFAULT_JOURNAL,
+        help="SQLite file of the jobs, resumed on restart; ':memory:' keeps none (default: %(default)s)",
+    )
+    parser.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE, help="unfinished requests before 429")
+    parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body")
+    parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT, help="seconds for /v1/run")
+    parser.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT, help="seconds to finish on stop")
+    parser.add_argument("--cors-origin", action="append", default=[], dest="cors_origins", metavar="ORIGIN")
+    parser.add_argument("--allowed-host", action="append", default=None, dest="allowed_hosts", metavar="HOST")
+    parser.add_argument("--start-method", default="spawn", choices=["spawn", "forkserver", "fork"])
+    parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket instead")
+    parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    parser.set_defaults(func=run_from_args)
+
+
+def run_from_args(args: argparse.Namespace) -> int:
+    """Run the server from parsed options until it is stopped; returns the exit status."""
+    from .server import serve
+
+    serve(
+        args.graph,
+        args.host,
+        args.port,
+        api_keys=args.api_keys,
+        insecure=args.insecure,
+        journal_path=args.journal,
+        max_queue=args.max_queue,
+        max_body_bytes=args.max_body_bytes,
+        request_timeout=args.request_timeout,
+        drain_timeout=args.drain_timeout,
+        cors_origins=args.cors_origins,
+        allowed_hosts=args.allowed_hosts,
+        engine_options={"start_method": args.start_method},
+        log_level=args.log_level,
+        fd=args.fd,
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m parapipe.service``: the same options as ``parapipe serve``."""
+    from ..errors import ParapipeError
+
+    parser = argparse.ArgumentParser(prog="python -m parapipe.service", description="Serve a parapipe graph over HTTP.")
+    configure_parser(parser)
+    args = parser.parse_args(argv)
+    try:
+        return run_from_args(args)
+    except ParapipeError as exc:
+        print(f"parapipe serve: {exc}", file=sys.stderr)
+        return 2

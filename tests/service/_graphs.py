@@ -1,0 +1,79 @@
+"""Graphs the service tests serve; module level so `parapipe serve tests.service._graphs:NAME` and
+spawned workers can import them."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import parapipe as pp
+
+GATE_ENV = "PARAPIPE_TEST_GATE"
+"""Path of a FIFO: the `gated` stage blocks on it for the item "wait" until the test writes a byte."""
+
+
+def echo_item(item: Any) -> Any:
+    return item
+
+
+def describe(item: Any) -> dict[str, Any]:
+    """Fails for "boom", so a test gets a StageError from a healthy worker."""
+    if item == "boom":
+        raise ValueError("boom is not a valid item")
+    return {"item": item}
+
+
+def size(described: dict[str, Any]) -> int:
+    item = described["item"]
+    return len(item) if isinstance(item, bytes) else len(json.dumps(item))
+
+
+def kind(described: dict[str, Any]) -> str:
+    return type(described["item"]).__name__
+
+
+def merge(results: dict[str, Any]) -> dict[str, Any]:
+    return {"size": results["size"], "kind": results["kind"]}
+
+
+def gate(item: Any) -> Any:
+    """Block on the FIFO named by the environment for the item "wait" (no sleeping, no polling)."""
+    path = os.environ.get(GATE_ENV)
+    if item == "wait" and path:
+        with open(path, "rb") as fifo:
+            fifo.read(1)
+    return {"released": item}
+
+
+def unjsonable(item: Any) -> Any:
+    return object() if item == "object" else item
+
+
+class BrokenSetup(pp.Stage):
+    """Its setup always raises, so the engine cannot start."""
+
+    name = "broken"
+
+    def setup(self) -> None:
+        raise RuntimeError("the model file is missing")
+
+    def process(self, item: Any) -> Any:
+        return item
+
+
+echo = pp.stage(echo_item, name="echo")
+pipeline = pp.Pipeline(
+    pp.stage(describe, name="describe"),
+    pp.Parallel(size=pp.stage(size, name="size"), kind=pp.stage(kind, name="kind"), merge=merge),
+)
+gated = pp.stage(gate, name="gate")
+unserializable = pp.stage(unjsonable, name="unjsonable")
+broken = BrokenSetup()
+
+
+def speech() -> Any:
+    """The full speech graph; imported only by the audio tests, which skip without its extra."""
+    from parapipe.audio import analysis_graph
+
+    return analysis_graph(max_seconds=120)
