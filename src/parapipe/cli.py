@@ -62,6 +62,35 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from .runner import RunOptions, run_job
+
+    if not args.inputs and not args.items:
+        raise pp.ConfigError("give input files/directories, or --items FILE")
+    opts = RunOptions(
+        graph=load_graph(args.graph), inputs=args.inputs, out=args.out, journal=args.journal,
+        items_file=args.items, glob=args.glob, key_field=args.key_field, workers=args.workers,
+        progress=args.progress, retry_failed=args.retry_failed,
+    )  # fmt: skip
+    counts = run_job(opts)
+    print(f"{counts['results']} results, {counts['errors']} errors, {counts['skipped']} already in {args.out}")
+    return 1 if counts["errors"] else 0
+
+
+def _cmd_jobs(args: argparse.Namespace) -> int:
+    from .journal import Journal, State, format_counts
+
+    with Journal(args.journal, run=args.run) as journal:
+        if args.retry_failed:
+            print(f"requeued {journal.requeue_failed()} failed items; run the same `parapipe run` again")
+        print(format_counts(journal))
+        state = State(args.state) if args.state else None
+        for rec in journal.records(state, limit=args.limit) if args.state or args.list else []:
+            error = f"  {rec.error.get('type')}: {rec.error.get('message')}" if rec.error else ""
+            print(f"{rec.state.value:9s} attempts={rec.attempts}  {rec.key}{error}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parapipe", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -71,6 +100,28 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("graph", help="MODULE:GRAPH, e.g. myapp.graphs:pipeline")
     plan.add_argument("--start-method", default="spawn", choices=["spawn", "forkserver", "fork"])
     plan.set_defaults(func=_cmd_plan)
+
+    run = sub.add_parser("run", help="run a graph over files, directories or an item file; resumable")
+    run.add_argument("graph", help="MODULE:GRAPH")
+    run.add_argument("inputs", nargs="*", help="files or directories (searched recursively)")
+    run.add_argument("--out", required=True, help="JSON lines output, one line per item")
+    run.add_argument("--journal", help="SQLite journal: rerunning the same command resumes")
+    run.add_argument("--items", help="a .txt, .csv or .jsonl file of items")
+    run.add_argument("--glob", default="*", help="file pattern inside directories (default: *)")
+    run.add_argument("--key-field", default="id", help="field naming CSV/JSONL items (default: id)")
+    run.add_argument("--workers", type=int, help="replicas for every stage")
+    run.add_argument("--progress", action="store_true", help="show a progress bar")
+    run.add_argument("--retry-failed", action="store_true", help="re-run items that failed before")
+    run.set_defaults(func=_cmd_run)
+
+    jobs = sub.add_parser("jobs", help="show a journal's item states and counts")
+    jobs.add_argument("journal", help="the SQLite journal file")
+    jobs.add_argument("--run", default="default", help="journal namespace (default: default)")
+    jobs.add_argument("--state", choices=["queued", "running", "done", "failed", "cancelled"], help="list these")
+    jobs.add_argument("--list", action="store_true", help="list every item")
+    jobs.add_argument("--limit", type=int, default=100)
+    jobs.add_argument("--retry-failed", action="store_true", help="requeue failed items for the next run")
+    jobs.set_defaults(func=_cmd_jobs)
 
     demo = sub.add_parser("demo", help="run three CPU-heavy models in parallel with CPU budgets")
     demo.add_argument("--items", type=int, default=24)

@@ -11,20 +11,23 @@ import atexit
 import itertools
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
 import warnings
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 from typing import Any, Literal
 
 from . import autotune
 from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
 from .errors import ConfigError, EngineClosed, ItemError, StageError, TaskTimeout, WorkerDied
-from .graph import Node, as_graph, stages
+from .graph import Node, as_graph, map_stages, stages
+from .journal import JobStore
 from .progress import progress_bar
+from .recovery import JournaledSubmit, Keys, open_store
 from .resources import StageRequest, WorkerBudget, format_plan, plan_static, usable_cores
 from .scheduler import Job, compile_graph
 from .stage import Stage
@@ -83,7 +86,8 @@ class Engine:
         self._stages = stages(self.graph)
         if cpus == "auto":
             self._stages = [s.options(cpus="auto") for s in self._stages]
-            self.graph = _rebind(self.graph, {s.stage_name: s for s in self._stages})
+            by_name = {s.stage_name: s for s in self._stages}
+            self.graph = map_stages(self.graph, lambda s: by_name[s.stage_name])
         self.mode: Mode = mode
         self._warmup = list(warmup) if warmup is not None else None
         self._cores = tuple(cores) if cores is not None else usable_cores()
@@ -207,7 +211,9 @@ class Engine:
         """Process one item and block for its result."""
         return self.submit(item).result(timeout)
 
-    def _submit_job(self, item: Any, key: str | None, index: int | None = None) -> Future[Any]:
+    def _submit_job(
+        self, item: Any, key: str | None, index: int | None = None, on_retry: Callable[[], None] | None = None
+    ) -> Future[Any]:
         future: Future[Any] = Future()
         with self._lock:
             if self._state not in ("running", "starting"):
@@ -215,7 +221,7 @@ class Engine:
             if index is None:
                 index = self._seq
                 self._seq += 1
-            job = Job(future, index, key)
+            job = Job(future, index, key, on_retry)
             self._active.add(job)
         future.add_done_callback(lambda f: self._job_done(job))
         self._root.run(item, job, job.finish)
@@ -236,6 +242,9 @@ class Engine:
         progress: bool | str = False,
         return_exceptions: bool = False,
         max_inflight: int | None = None,
+        journal: str | os.PathLike[str] | JobStore | None = None,
+        key: Keys = None,
+        run: str = "default",
     ) -> Iterator[Any]:
         """Stream items through the graph with a bounded number in flight.
 
@@ -245,13 +254,39 @@ class Engine:
             return_exceptions: yield an `ItemError` in place of a failed item's result.
             max_inflight: items in flight at once; default adapts to how cheap the stages are.
                 Lower it when items are large.
+            journal: a SQLite file (or a `JobStore`) recording every item's state, so that
+                running the same call again after a crash skips done items and returns their
+                stored results.
+            key: names each item in the journal: a function of the item, or a sequence of keys
+                aligned with ``items``. Default: the item's position; pass e.g. file paths so that
+                a changed order still resumes correctly.
+            run: journal namespace, so several different maps can share one file.
         """
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-        with progress_bar(progress, total) as bar:
-            yield from self._map(iter(items), ordered, return_exceptions, max_inflight, bar)
+        if journal is None:
+            with progress_bar(progress, total) as bar:
+                yield from self._map(iter(items), ordered, return_exceptions, max_inflight, bar, None)
+            return
+        store, owned = open_store(journal, run)
+        try:
+            with progress_bar(progress, total) as bar:
+                submit = JournaledSubmit(store, self._submit_keyed, key)
+                yield from self._map(iter(items), ordered, return_exceptions, max_inflight, bar, submit)
+        finally:
+            if owned:
+                store.close()
+
+    def _submit_keyed(self, item: Any, key: str, index: int, on_retry: Callable[[], None]) -> Future[Any]:
+        return self._submit_job(item, key, index, on_retry)
 
     def _map(
-        self, items: Iterator[Any], ordered: bool, return_exceptions: bool, max_inflight: int | None, bar: Any
+        self,
+        items: Iterator[Any],
+        ordered: bool,
+        return_exceptions: bool,
+        max_inflight: int | None,
+        bar: Any,
+        submit: Callable[[Any, int], Future[Any]] | None,
     ) -> Iterator[Any]:
         done: queue.SimpleQueue[int] = queue.SimpleQueue()
         units: dict[int, _Unit] = {}
@@ -260,12 +295,16 @@ class Engine:
         try:
             while True:
                 while not exhausted and len(units) < (max_inflight or self._window()):
-                    batch = list(itertools.islice(items, 1 if max_inflight else self._chunk_size()))
+                    size = 1 if max_inflight or submit else self._chunk_size()
+                    batch = list(itertools.islice(items, size))
                     if not batch:
                         exhausted = True
                         break
-                    payload = batch[0] if len(batch) == 1 else Chunk(batch)
-                    unit = _Unit(first, batch, self._submit_job(payload, None, index=first))
+                    if submit is not None:
+                        future = submit(batch[0], first)
+                    else:
+                        future = self._submit_job(batch[0] if size == 1 else Chunk(batch), None, index=first)
+                    unit = _Unit(first, batch, future)
                     unit.future.add_done_callback(lambda f, u=next_unit: done.put(u))
                     units[next_unit] = unit
                     next_unit += 1
@@ -370,17 +409,6 @@ def _outcome(fut: Future[Any], return_exceptions: bool) -> Any:
         raise
     except CancelledError:
         raise
-
-
-def _rebind(node: Any, by_name: dict[str, Stage]) -> Any:
-    """The same graph with each stage replaced by its re-optioned copy."""
-    from .graph import Parallel, Pipeline
-
-    if isinstance(node, Stage):
-        return by_name[node.stage_name]
-    if isinstance(node, Pipeline):
-        return Pipeline(*(_rebind(s, by_name) for s in node.steps))
-    return Parallel(merge=node.merge, **{k: _rebind(b, by_name) for k, b in node.branches.items()})
 
 
 @atexit.register

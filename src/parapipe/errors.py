@@ -114,6 +114,9 @@ class ItemError(ParapipeError):
     def __str__(self) -> str:
         return self._text()
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._text()!r})"
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.to_dict()))
 

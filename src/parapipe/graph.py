@@ -12,7 +12,7 @@ from typing import Any, Union
 from .errors import GraphError
 from .stage import Stage, _FunctionStage
 
-__all__ = ["Node", "Parallel", "Pipeline", "iter_stages", "latency_tree", "stages"]
+__all__ = ["Node", "Parallel", "Pipeline", "iter_stages", "latency_tree", "map_stages", "stages"]
 
 Node = Union[Stage, "Pipeline", "Parallel"]
 Merge = Callable[[dict[str, Any]], Any]
@@ -115,3 +115,12 @@ def latency_tree(node: Node) -> tuple[Any, ...]:
 def as_graph(node: Any) -> Node:
     """Accept a bare function or stage as a one-stage graph."""
     return _as_node(node, "graph")
+
+
+def map_stages(node: Node, fn: Callable[[Stage], Stage]) -> Node:
+    """The same graph shape with every stage replaced by ``fn(stage)`` (e.g. new options)."""
+    if isinstance(node, Stage):
+        return fn(node)
+    if isinstance(node, Pipeline):
+        return Pipeline(*(map_stages(s, fn) for s in node.steps))
+    return Parallel(merge=node.merge, **{k: map_stages(b, fn) for k, b in node.branches.items()})

@@ -26,20 +26,21 @@ Done = Callable[[bool, Any], None]
 class Job:
     """One submitted item: its future, its identity, and whether it already has an outcome."""
 
-    __slots__ = ("finished", "future", "index", "key", "on_finish")
+    __slots__ = ("finished", "future", "index", "key", "on_retry")
 
     def __init__(
         self,
         future: Future[Any],
         index: int | None,
         key: str | None = None,
-        on_finish: Callable[[Job], None] | None = None,
+        on_retry: Callable[[], None] | None = None,
     ) -> None:
         self.future = future
         self.index = index
         self.key = key
         self.finished = False
-        self.on_finish = on_finish
+        self.on_retry = on_retry
+        """Called before each retry of this item in any stage (the journal counts attempts)."""
 
     def finish(self, ok: bool, value: Any) -> None:
         if self.finished:
@@ -50,8 +51,6 @@ class Job:
                 self.future.set_result(value)
             else:
                 self.future.set_exception(value)
-        if self.on_finish is not None:
-            self.on_finish(self)
 
 
 class _StageNode:

@@ -168,3 +168,22 @@ class SetupOnce(pp.Stage):
 
     def process(self, item: Any) -> Any:
         return os.getpid()
+
+
+def tag_done(item: str) -> str:
+    """Signals the test through a FIFO when it reaches the item it names, then carries on."""
+    fifo = os.environ.get("PARAPIPE_TEST_FIFO")
+    if fifo and item == os.environ.get("PARAPIPE_TEST_SIGNAL_AT"):
+        with open(fifo, "w") as f:
+            f.write("reached\n")
+        import threading
+
+        threading.Event().wait()  # hold here until the test kills the parent
+    return f"{item}-done"
+
+
+signal_graph = pp.Pipeline(tag_done)
+
+
+def times_three(x: int) -> int:
+    return 3 * x

@@ -69,6 +69,7 @@ _BACKOFF_MAX = 10.0
 
 class Job(Protocol):
     finished: bool
+    on_retry: Callable[[], None] | None
 
 
 Callback = Callable[[bool, Any], None]
@@ -100,6 +101,12 @@ class Task:
     @property
     def abandoned(self) -> bool:
         return self.job is not None and self.job.finished
+
+    def announce_retry(self) -> None:
+        """Tell the job another attempt is coming (the journal records it)."""
+        hook = self.job.on_retry if self.job is not None else None
+        if hook is not None:
+            hook()
 
 
 class _Worker:
@@ -368,6 +375,7 @@ class StagePool:
                     self._resolve(task, True, value)
                 elif value.retryable and task.attempts < self.retries:
                     task.attempts += 1
+                    task.announce_retry()
                     retry.append(task)
                 else:
                     error = StageError(self.name, value.message, exc_type=value.type, traceback=value.traceback)
@@ -429,6 +437,7 @@ class StagePool:
             task.attempts += 1
             error = self._death_error(task, exitcode)
             if task.attempts <= self.retries and self._retryable(error):
+                task.announce_retry()
                 retry.append(task)
             else:
                 self._resolve(task, False, error)

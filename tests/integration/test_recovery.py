@@ -1,0 +1,96 @@
+"""Whatever dies, no accepted item is lost and none is delivered twice."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+
+import psutil
+import pytest
+
+import parapipe as pp
+from parapipe.journal import Journal, State
+
+from . import _stages as S
+
+# Kills come every 50 ms; a spawned worker under pytest needs ~0.5 s to start (it re-imports
+# pytest as its __main__), forkserver ~20 ms, so with spawn the pool would be dead most of the time.
+START_METHOD = "forkserver"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_rerun_returns_stored_results_without_running_again(tmp_path):
+    db = tmp_path / "run.db"
+    with pp.Engine(S.fail_on_three) as engine:
+        first = list(engine.map(range(6), journal=db, return_exceptions=True))
+    with pp.Engine(S.fail_on_three) as engine:
+        second = list(engine.map(range(6), journal=db, return_exceptions=True))
+        assert engine.stats()["fail_on_three"]["done"] == 0, "nothing should run twice"
+    assert first[:3] == second[:3] == [0, 1, 2]
+    assert isinstance(second[3], pp.StageError) and second[3].index == 3
+    assert Journal(db).counts()[State.DONE] == 5
+
+
+@pytest.mark.timeout(300)
+def test_chaos_every_item_done_exactly_once(tmp_path):
+    db = tmp_path / "chaos.db"
+    graph = pp.Pipeline(pp.stage(S.times_three, replicas=2), pp.stage(S.add_one, replicas=2))
+    stop = threading.Event()
+    kills = []
+
+    def killer(engine: pp.Engine) -> None:
+        rng = random.Random(7)
+        while not stop.wait(0.05):  # pacing, not synchronisation
+            ready = [w["pid"] for w in engine.workers() if w["state"] == "ready"]
+            if ready:
+                pid = rng.choice(ready)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    kills.append(pid)
+
+    with pp.Engine(graph, retries=1000, start_method=START_METHOD) as engine:
+        thread = threading.Thread(target=killer, args=(engine,))
+        thread.start()
+        try:
+            out = list(engine.map(range(2000), journal=db, key=str, return_exceptions=True))
+        finally:
+            stop.set()
+            thread.join()
+    assert out == [3 * i + 1 for i in range(2000)]
+    assert len(kills) >= 10
+    with Journal(db) as journal:
+        assert journal.counts()[State.DONE] == 2000
+        retried = [r for r in journal.records(limit=None) if r.attempts > 1]
+    assert retried, "the journal should show the retried items"
+
+
+def test_parent_sigkill_mid_run_then_rerun_gives_each_key_once(tmp_path):
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"k-{i:03d}\n" for i in range(500)))
+    out, db, fifo = tmp_path / "out.jsonl", tmp_path / "run.db", tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cmd = [sys.executable, "-m", "parapipe.cli", "run", "tests.integration._stages:signal_graph",
+           "--items", str(items), "--out", str(out), "--journal", str(db)]  # fmt: skip
+    env = {**os.environ, "PARAPIPE_TEST_FIFO": str(fifo), "PARAPIPE_TEST_SIGNAL_AT": "k-250"}
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    with open(fifo) as f:
+        assert f.readline() == "reached\n"
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(60)
+    psutil.wait_procs(workers, timeout=10)
+    partial = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    assert len(partial) < 500
+
+    env.pop("PARAPIPE_TEST_FIFO")
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=120)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    keys = [line["key"] for line in lines]
+    assert len(keys) == 500 and len(set(keys)) == 500
+    assert all(line["result"] == f"{line['key']}-done" for line in lines)
