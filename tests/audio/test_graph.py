@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,15 @@ def test_merge_of_one_branch_fills_the_rest_with_none() -> None:
     assert [s["text"] for s in merged["segments"]] == [None, None]
 
 
-def test_analysis_graph_composes_the_stages() -> None:
+def test_analysis_graph_composes_picklable_stages() -> None:
     graph = analysis_graph(max_seconds=60)
     assert isinstance(graph, pp.Pipeline)
+    from parapipe.audio import Decode, GenderAge, Segment, Speaker, Transcribe
+
+    for stage in (Decode(), Segment(), Transcribe(), Speaker("v.db"), GenderAge()):
+        tuned = stage.options(cpus=2, replicas=2)  # what the engine's planner does
+        assert (tuned.cpus, tuned.replicas) == (2, 2)
+        assert len(pickle.dumps(tuned)) < 2_000  # only settings travel to the workers
 
 
 def test_in_process_analysis_of_the_dialogue(

@@ -9,6 +9,7 @@ item's timing, and the engine's CPU plan, see only the steady-state cost.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,11 @@ class VoiceEmbedder:
 
     def __init__(self, threads: int | None = None) -> None:
         import torch
-        from resemblyzer import VoiceEncoder
+
+        with warnings.catch_warnings():
+            # resemblyzer 0.1.4, its last release, imports scipy.ndimage.morphology.
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module="resemblyzer")
+            from resemblyzer import VoiceEncoder
 
         if threads is not None:
             torch.set_num_threads(threads)

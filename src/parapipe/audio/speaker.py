@@ -77,7 +77,7 @@ class Speaker(pp.Stage):
         )
 
     def _label(
-        self, registry: Any, item: AudioClip, start: float, end: float
+        self, registry: VoiceRegistry, item: AudioClip, start: float, end: float
     ) -> dict[str, Any]:
         """One segment's speaker, or None when it is too short to tell."""
         turn: dict[str, Any] = {"start": start, "end": end, "speaker": None, "score": None}

@@ -45,7 +45,7 @@ class Transcribe(pp.Stage):
         compute_type: CTranslate2 quantisation; ``int8`` is the fastest on CPU.
         word_timestamps: also time each word (about 5 % more work); `merge_result` needs
             them to split the text at speaker turns that fall inside one Whisper segment.
-        options: extra keyword arguments for ``WhisperModel.transcribe``.
+        whisper_options: extra keyword arguments for ``WhisperModel.transcribe``.
     """
 
     name = "transcribe"
@@ -59,7 +59,7 @@ class Transcribe(pp.Stage):
         beam_size: int = 5,
         compute_type: str = "int8",
         word_timestamps: bool = True,
-        options: dict[str, Any] | None = None,
+        whisper_options: dict[str, Any] | None = None,
     ) -> None:
         self.model = None if model is None else os.fspath(model)
         _check_model_name(self.model)
@@ -69,7 +69,7 @@ class Transcribe(pp.Stage):
         self.beam_size = beam_size
         self.compute_type = compute_type
         self.word_timestamps = word_timestamps
-        self.options = dict(options or {})
+        self.whisper_options = dict(whisper_options or {})
         self._whisper: Any = None
 
     def setup(self) -> None:
@@ -112,7 +112,7 @@ class Transcribe(pp.Stage):
             kwargs["vad_filter"] = True
         else:
             kwargs["clip_timestamps"] = [t for window in windows for t in window]
-        found, info = self._whisper.transcribe(audio, **{**kwargs, **self.options})
+        found, info = self._whisper.transcribe(audio, **{**kwargs, **self.whisper_options})
         return [_segment_dict(s) for s in found], info.language
 
 

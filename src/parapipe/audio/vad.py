@@ -45,7 +45,8 @@ class Segment(pp.Stage):
     ) -> None:
         if not 0.0 < threshold < 1.0:
             raise pp.ConfigError(f"Segment: threshold must be in (0, 1), got {threshold!r}")
-        self.options = {
+        # Not `self.options`: that is Stage.options(), which the engine calls.
+        self.vad_params = {
             "threshold": threshold,
             "min_silence_duration_ms": int(min_silence * 1000),
             "min_speech_duration_ms": int(min_speech * 1000),
@@ -59,7 +60,7 @@ class Segment(pp.Stage):
         from faster_whisper.vad import VadOptions
 
         _use_threads(pp.current().cpus)
-        self._vad_options = VadOptions(**self.options)
+        self._vad_options = VadOptions(**self.vad_params)
         self._find(np.zeros(16_000, np.float32))  # first run allocates; keep it out of timings
 
     def process(self, item: AudioClip) -> AudioClip:
