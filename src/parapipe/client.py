@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import httpx
 
+from .errors import ConfigError
 from .service.config import MAX_LONG_POLL
 from .service.errors import JobCancelled, RequestTimeout, ServiceError, Unreachable, error_from, raise_for_error
 
@@ -225,7 +226,7 @@ def _body(item: Any, file: FileInput | None, filename: str | None) -> dict[str, 
     if file is None:
         return {"json": {"item": item}}
     if item is not None:
-        raise ServiceError("give either an item or a file, not both", status=400)
+        raise ConfigError("give either an item or a file, not both")
     if isinstance(file, (str, os.PathLike)):
         with open(file, "rb") as fh:
             data = fh.read()

@@ -9,8 +9,9 @@ from typing import Any
 
 import parapipe as pp
 
-GATE_ENV = "PARAPIPE_TEST_GATE"
-"""Path of a FIFO: the `gated` stage blocks on it for the item "wait" until the test writes a byte."""
+GATE_ENV = "PARAPIPE_TEST_GATES"
+"""A directory of FIFOs: the `gated` stage blocks on FIFO NAME for the item ``{"gate": NAME}``
+until the test writes to it (one FIFO per item, so one release frees exactly one item)."""
 
 
 def echo_item(item: Any) -> Any:
@@ -38,10 +39,10 @@ def merge(results: dict[str, Any]) -> dict[str, Any]:
 
 
 def gate(item: Any) -> Any:
-    """Block on the FIFO named by the environment for the item "wait" (no sleeping, no polling)."""
-    path = os.environ.get(GATE_ENV)
-    if item == "wait" and path:
-        with open(path, "rb") as fifo:
+    """Block on the item's FIFO until the test releases it (no sleeping, no polling)."""
+    gates = os.environ.get(GATE_ENV)
+    if isinstance(item, dict) and "gate" in item and gates:
+        with open(os.path.join(gates, item["gate"]), "rb") as fifo:
             fifo.read(1)
     return {"released": item}
 

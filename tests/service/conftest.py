@@ -18,11 +18,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
-pytest.importorskip("fastapi", reason="the service extra is not installed: pip install -e '.[service]'")
-pytest.importorskip("uvicorn", reason="the service extra is not installed: pip install -e '.[service]'")
+for _module in ("fastapi", "uvicorn", "prometheus_client", "python_multipart", "websockets"):
+    pytest.importorskip(_module, reason="the service extra is not installed: pip install -e '.[service]'")
+httpx = pytest.importorskip("httpx", reason="the service extra is not installed: pip install -e '.[service]'")
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0
@@ -101,47 +101,58 @@ def pipeline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
     server.stop()
 
 
+class Gates:
+    """FIFOs that hold items of the `gated` graph in their stage until the test lets them go.
+
+    Opening a FIFO for writing blocks until the stage has opened it for reading, so `release`
+    and `entered` also prove that the item reached the stage.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def item(self, name: str) -> dict[str, str]:
+        """A new gate and the item that waits on it."""
+        os.mkfifo(self.root / name)
+        return {"gate": name}
+
+    def release(self, name: str, timeout: float = 30.0) -> None:
+        fd = self.entered(name, timeout)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
+
+    def entered(self, name: str, timeout: float = 30.0) -> int:
+        """Block until the item opened its gate; returns the write end (close it to release)."""
+        path = self.root / name
+        opened: list[int] = []
+        thread = threading.Thread(target=lambda: opened.append(os.open(path, os.O_WRONLY)), daemon=True)
+        thread.start()
+        thread.join(timeout)
+        if not opened:
+            reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # lets our own opener finish
+            thread.join()
+            os.close(reader)
+            os.close(opened[0])
+            pytest.fail(f"the item of gate {name!r} did not reach its stage within {timeout} s")
+        return opened[0]
+
+    def release_all(self) -> None:
+        """Free every item still waiting (teardown), without blocking on gates nobody opened."""
+        for path in self.root.iterdir():
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
+            except OSError:  # ENXIO: no reader on this gate
+                continue
+            os.write(fd, b"x")
+            os.close(fd)
+
+
 @pytest.fixture
-def fifo(tmp_path: Path) -> Iterator[Path]:
-    """A FIFO for the `gated` stage; whatever is still blocked on it is released at teardown."""
-    path = tmp_path / "gate"
-    os.mkfifo(path)
-    yield path
-    release_all(path)
-
-
-def release(path: Path, timeout: float = 30.0) -> None:
-    """Let one blocked "wait" item through: the open blocks until the stage opens its end."""
-    fd = _open_writer(path, timeout)
-    try:
-        os.write(fd, b"x")
-    finally:
-        os.close(fd)
-
-
-def _open_writer(path: Path, timeout: float) -> int:
-    """Open the FIFO for writing once a reader is there, failing after ``timeout`` seconds."""
-    opened: list[int] = []
-    thread = threading.Thread(target=lambda: opened.append(os.open(path, os.O_WRONLY)), daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if not opened:
-        # unblock our own opener so the thread ends, then fail
-        reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        thread.join()
-        os.close(reader)
-        os.close(opened[0])
-        pytest.fail(f"nothing read the gate {path} within {timeout} s: the gated item never started")
-    return opened[0]
-
-
-def release_all(path: Path) -> None:
-    """Release whatever is blocked on the FIFO now, without blocking when nothing is."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError:  # ENXIO: no reader, nothing to release
-        return
-    try:
-        os.write(fd, b"x" * 64)
-    finally:
-        os.close(fd)
+def gates(tmp_path: Path) -> Iterator[Gates]:
+    root = tmp_path / "gates"
+    root.mkdir()
+    made = Gates(root)
+    yield made
+    made.release_all()

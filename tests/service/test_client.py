@@ -1,0 +1,66 @@
+"""`Client` and `AsyncClient` against a real server: results, jobs, errors raised as their types."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+import parapipe as pp
+from parapipe.client import AsyncClient, Client
+from parapipe.service import BadRequest, JobNotFound, Unreachable
+
+from .conftest import Server
+
+
+def test_run_submit_and_result(pipeline_server: Server) -> None:
+    with Client(pipeline_server.url) as client:
+        assert client.run({"a": 1}) == {"size": 8, "kind": "dict"}
+        job_id = client.submit([1, 2])
+        assert client.result(job_id, timeout=30) == {"size": 6, "kind": "list"}
+        assert client.job(job_id)["state"] == "done"
+        assert any(job["id"] == job_id for job in client.jobs("done", limit=1000)["jobs"])
+
+
+def test_a_local_file_is_read_by_the_client_and_uploaded(pipeline_server: Server, tmp_path: Path) -> None:
+    path = tmp_path / "blob.bin"
+    path.write_bytes(b"0123456789")
+    with Client(pipeline_server.url) as client:
+        assert client.run(file=path) == {"size": 10, "kind": "bytes"}
+        assert client.run(file=b"abc") == {"size": 3, "kind": "bytes"}
+        assert client.result(client.submit(file=path.open("rb")), timeout=30) == {"size": 10, "kind": "bytes"}
+
+
+def test_errors_come_back_as_their_own_types(pipeline_server: Server) -> None:
+    with Client(pipeline_server.url) as client:
+        with pytest.raises(pp.StageError) as info:
+            client.run("boom")
+        assert (info.value.stage, info.value.exc_type) == ("describe", "ValueError")
+        with pytest.raises(pp.StageError):
+            client.result(client.submit("boom"), timeout=30)
+        with pytest.raises(JobNotFound):
+            client.result("nope")
+        with pytest.raises(pp.ConfigError):
+            client.run(1, file=b"x")
+        with pytest.raises(BadRequest, match="exactly one key"):
+            client._call("POST", "/v1/run", json={"items": 1})
+
+
+def test_an_unreachable_server_is_a_clear_error() -> None:
+    with Client("http://127.0.0.1:9", timeout=5) as client, pytest.raises(Unreachable, match="parapipe serve"):
+        client.run(1)
+
+
+def test_the_async_client_has_the_same_methods(pipeline_server: Server) -> None:
+    async def scenario() -> None:
+        async with AsyncClient(pipeline_server.url) as client:
+            results = await asyncio.gather(*(client.run(n) for n in range(10)))
+            assert results == [{"size": len(str(n)), "kind": "int"} for n in range(10)]
+            job_id = await client.submit("abc")
+            assert await client.result(job_id, timeout=30) == {"size": 5, "kind": "str"}
+            with pytest.raises(pp.StageError):
+                await client.run("boom")
+            assert (await client.status())["service"]["ready"] is True
+
+    asyncio.run(scenario())
