@@ -35,15 +35,17 @@ SPEAKERS = {
                  {"start": 2.1, "end": 4.0, "speaker": "unknown-1", "score": 1.0}],
 }
 VOICE = {**BASE, "timings": {**BASE["timings"], "gender_age": 0.1}, "gender": "female",
-         "gender_confidence": 0.9, "age": None}
+         "gender_confidence": 0.9, "age": None,
+         "segments": [{"start": 0.0, "end": 1.1, "gender": "female"},
+                      {"start": 2.1, "end": 4.0, "gender": "male"}]}
 
 
 def test_merge_splits_words_at_speaker_turns() -> None:
     merged = merge_result({"transcribe": TRANSCRIPT, "speaker": SPEAKERS, "gender_age": VOICE})
     assert set(merged) == SCHEMA
     assert merged["segments"] == [
-        {"start": 0.0, "end": 1.1, "text": "hi there", "speaker": "ann"},
-        {"start": 2.1, "end": 4.0, "text": "bye now", "speaker": "unknown-1"},
+        {"start": 0.0, "end": 1.1, "text": "hi there", "speaker": "ann", "gender": "female"},
+        {"start": 2.1, "end": 4.0, "text": "bye now", "speaker": "unknown-1", "gender": "male"},
     ]
     assert merged["timings"] == {"decode": 0.01, "vad": 0.02, "transcribe": 1.0,
                                  "speaker": 0.2, "gender_age": 0.1}
@@ -54,7 +56,8 @@ def test_merge_splits_words_at_speaker_turns() -> None:
 def test_merge_without_word_times_uses_the_largest_overlap() -> None:
     plain = {**TRANSCRIPT, "segments": [{"start": 0.0, "end": 1.8, "text": "hi there"}]}
     merged = merge_result({"t": plain, "s": SPEAKERS})
-    assert merged["segments"] == [{"start": 0.0, "end": 1.8, "text": "hi there", "speaker": "ann"}]
+    assert merged["segments"] == [
+        {"start": 0.0, "end": 1.8, "text": "hi there", "speaker": "ann", "gender": None}]
     assert merged["gender"] is None
 
 
@@ -90,6 +93,7 @@ def test_in_process_analysis_of_the_dialogue(
     speaker.teardown()
     turns = corpus.labels["files"]["multi/two_speakers.wav"]["turns"]
     assert [s["speaker"] for s in merged["segments"]] == [t["speaker"] for t in turns]
+    assert [s["gender"] for s in merged["segments"]] == ["male", "female", "male"]
     assert "football" in merged["segments"][1]["text"]
     assert set(merged["timings"]) == {"decode", "vad", "transcribe", "speaker", "gender_age"}
 

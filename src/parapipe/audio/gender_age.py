@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -91,7 +92,9 @@ class GenderAge(pp.Stage):
         start = time.perf_counter()
         require_setup(self._ready or None, self)
         speech = item.speech(self.max_seconds)
-        result = {**acoustic_gender(speech), "gender_source": "acoustic", "age": None}
+        cues = _frame_cues(speech)
+        result = {**_decide(cues, slice(None)), "gender_source": "acoustic", "age": None,
+                  "segments": _per_segment(item, cues, self.max_seconds)}
         if self._model is not None and len(speech) >= MIN_VOICED_SECONDS * SAMPLE_RATE:
             predicted = self._model.predict(speech)
             result["age"] = predicted["age"]
@@ -103,19 +106,50 @@ class GenderAge(pp.Stage):
 
 def acoustic_gender(speech: np.ndarray) -> dict[str, Any]:
     """``gender`` ("male"/"female"/None), ``gender_confidence`` and the cues behind them."""
+    return _decide(_frame_cues(speech), slice(None))
+
+
+@dataclass(frozen=True)
+class _Cues:
+    """Per-frame cues, one frame per `_HOP` samples of the speech."""
+
+    f0: np.ndarray
+    """Hz; NaN where unvoiced."""
+    voiced: np.ndarray
+    spacing: np.ndarray
+    """Formant dispersion (F3 - F1) / 2 in Hz (Fitch 1997); NaN where not measurable."""
+
+
+def _frame_cues(speech: np.ndarray) -> _Cues:
     import librosa
 
-    unknown = {"gender": None, "gender_confidence": 0.0, "f0_median": None,
-               "formant_dispersion": None, "voiced_seconds": 0.0}
     if len(speech) < 1024:
-        return unknown
+        return _Cues(np.zeros(0), np.zeros(0, bool), np.zeros(0))
     f0, voiced, _ = librosa.pyin(speech, fmin=60.0, fmax=500.0, sr=SAMPLE_RATE,
                                  frame_length=1024, hop_length=_HOP, resolution=0.25)
+    frames = librosa.util.frame(speech, frame_length=_LPC_FRAME, hop_length=_HOP).T
+    window = np.hamming(_LPC_FRAME)
+    spacing = np.full(len(voiced), np.nan)
+    for i, frame in enumerate(frames[: len(voiced)]):
+        if not voiced[i] or np.abs(frame).max() < 1e-3:
+            continue
+        emphasised = np.append(frame[0], frame[1:] - 0.97 * frame[:-1]) * window
+        formants = _lpc_formants(librosa.lpc(emphasised.astype(np.float64), order=16))
+        if len(formants) >= 3:
+            spacing[i] = (formants[2] - formants[0]) / 2
+    return _Cues(f0, voiced, spacing)
+
+
+def _decide(cues: _Cues, frames: slice) -> dict[str, Any]:
+    """The logistic decision described in the module docstring, over some frames."""
+    voiced = cues.voiced[frames]
     voiced_seconds = float(voiced.sum()) * _HOP / SAMPLE_RATE
     if voiced_seconds < MIN_VOICED_SECONDS:
-        return {**unknown, "voiced_seconds": round(voiced_seconds, 2)}
-    f0_median = float(np.nanmedian(f0[voiced]))
-    dispersion = _formant_dispersion(speech, voiced)
+        return {"gender": None, "gender_confidence": 0.0, "f0_median": None,
+                "formant_dispersion": None, "voiced_seconds": round(voiced_seconds, 2)}
+    f0_median = float(np.nanmedian(cues.f0[frames][voiced]))
+    spacing = cues.spacing[frames]
+    dispersion = float(np.nanmedian(spacing)) if np.isfinite(spacing).any() else None
     logit = F0_WEIGHT * 12 * np.log2(f0_median / F0_BOUNDARY_HZ)
     if dispersion is not None:
         logit += FORMANT_WEIGHT * (dispersion - FORMANT_BOUNDARY_HZ) / 100
@@ -130,21 +164,23 @@ def acoustic_gender(speech: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _formant_dispersion(speech: np.ndarray, voiced: np.ndarray) -> float | None:
-    """Median over voiced frames of (F3 - F1) / 2, from LPC roots (Fitch 1997)."""
-    import librosa
+def _per_segment(item: AudioClip, cues: _Cues, max_seconds: float) -> list[dict[str, Any]]:
+    """Gender of each speech segment, from the frames of the one analysis of all speech.
 
-    frames = librosa.util.frame(speech, frame_length=_LPC_FRAME, hop_length=_HOP).T
-    window = np.hamming(_LPC_FRAME)
-    spacings = []
-    for frame, is_voiced in zip(frames, voiced, strict=False):
-        if not is_voiced or np.abs(frame).max() < 1e-3:
-            continue
-        emphasised = np.append(frame[0], frame[1:] - 0.97 * frame[:-1]) * window
-        formants = _lpc_formants(librosa.lpc(emphasised.astype(np.float64), order=16))
-        if len(formants) >= 3:
-            spacings.append((formants[2] - formants[0]) / 2)
-    return float(np.median(spacings)) if spacings else None
+    `merge_result` gives each speaker turn the gender of its segment, so a dialogue
+    between a man and a woman is not reported as one voice.
+    """
+    out, offset, limit = [], 0, int(max_seconds * SAMPLE_RATE)
+    for start, end in item.speech_regions():
+        length = len(item.cut(start, end))
+        if offset >= limit:
+            break
+        decided = _decide(cues, slice(offset // _HOP, (offset + length) // _HOP))
+        out.append({"start": start, "end": end, "gender": decided["gender"],
+                    "gender_confidence": decided["gender_confidence"],
+                    "f0_median": decided["f0_median"]})
+        offset += length
+    return out
 
 
 def _lpc_formants(coefficients: np.ndarray) -> np.ndarray:

@@ -87,7 +87,8 @@ def merge_result(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "gender": voice.get("gender"),
         "gender_confidence": voice.get("gender_confidence"),
         "age": voice.get("age"),
-        "segments": _segments(transcript.get("segments"), speakers.get("segments")),
+        "segments": _with_gender(_segments(transcript.get("segments"), speakers.get("segments")),
+                                 voice.get("segments")),
         "timings": timings,
         "error": None,
     }
@@ -132,12 +133,23 @@ def _distance(time: float, turn: Mapping[str, Any]) -> float:
     return max(turn["start"] - time, time - turn["end"], 0.0)
 
 
-def _overlapping(segment: Mapping[str, Any], turns: list[dict[str, Any]]) -> str | None:
-    def overlap(turn: Mapping[str, Any]) -> float:
-        return min(segment["end"], turn["end"]) - max(segment["start"], turn["start"])
+def _overlapping(
+    segment: Mapping[str, Any], others: list[dict[str, Any]], key: str = "speaker"
+) -> Any:
+    """``key`` of the segment in ``others`` that overlaps ``segment`` most (None if none)."""
 
-    best = max(turns, key=overlap)
-    return best["speaker"] if overlap(best) > 0 else None
+    def overlap(other: Mapping[str, Any]) -> float:
+        return min(segment["end"], other["end"]) - max(segment["start"], other["start"])
+
+    best = max(others, key=overlap, default=None)
+    return best[key] if best is not None and overlap(best) > 0 else None
+
+
+def _with_gender(
+    segments: list[dict[str, Any]], voiced: list[dict[str, Any]] | None
+) -> list[dict[str, Any]]:
+    """Each segment's gender from the GenderAge segment it overlaps most."""
+    return [{**s, "gender": _overlapping(s, voiced or [], "gender")} for s in segments]
 
 
 def _segment(start: float, end: float, text: str | None, speaker: str | None) -> dict[str, Any]:
