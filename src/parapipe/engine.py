@@ -356,6 +356,8 @@ class Engine:
 
     def _chunk_size(self) -> int:
         """Items per job in ``map``: one for real models, thousands for trivial functions."""
+        if any(s.batched for s in self._stages):
+            return 1  # the batched stage's pool forms the batches; chunks would bypass it
         slowest = max((p._service_ewma or 1.0) for p in self._pools.values())
         if slowest >= _CHEAP_STAGE_SECONDS:
             return 1

@@ -20,7 +20,18 @@ __all__ = ["Stage", "stage"]
 GpuSpec = Sequence[int] | Sequence[Sequence[int]] | None
 
 _OPTION_NAMES = (
-    "name", "cpus", "replicas", "gpus", "retries", "retry_on", "timeout", "max_memory", "max_items_per_worker",
+    "name",
+    "cpus",
+    "replicas",
+    "gpus",
+    "retries",
+    "retry_on",
+    "timeout",
+    "max_memory",
+    "max_items_per_worker",
+    "batch_size",
+    "batch_wait",
+    "batch_fallback",
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,6 +55,12 @@ class Stage:
         max_memory: RSS limit per worker (``"2GiB"``). Over it between items, the worker is
             recycled; over it during an item, it is killed and that item fails.
         max_items_per_worker: recycle a worker after this many items (for leaky libraries).
+        batch_size: define ``process_batch(items) -> list`` and items arriving from concurrent
+            requests and ``map`` are grouped into batches of up to this many (or of this much
+            ``batch_cost``) before they reach the worker.
+        batch_wait: the most seconds a batch waits to fill, from its first item's arrival.
+        batch_fallback: when ``process_batch`` raises, retry the batch's items one by one so only
+            the bad item fails (else every item of the batch gets the error).
     """
 
     name: str | None = None
@@ -55,6 +72,9 @@ class Stage:
     timeout: float | None = None
     max_memory: int | str | None = None
     max_items_per_worker: int | None = None
+    batch_size: float = 8
+    batch_wait: float = 0.01
+    batch_fallback: bool = False
 
     def setup(self) -> None:
         """Load the model. Runs once per worker, after the CPU budget is applied."""
@@ -62,6 +82,18 @@ class Stage:
     def process(self, item: Any) -> Any:
         """Handle one item and return its result."""
         raise NotImplementedError(f"{type(self).__name__} must define process(item)")
+
+    def batch_cost(self, item: Any) -> float:
+        """The size of one item in a batch, in the units of ``batch_size`` (default: 1 item).
+
+        Runs in the parent for every item, so keep it cheap: e.g. ``len(item) / 16000`` seconds.
+        """
+        return 1.0
+
+    @property
+    def batched(self) -> bool:
+        """True when this stage defines ``process_batch``: its items are batched."""
+        return callable(getattr(self, "process_batch", None))
 
     def teardown(self) -> None:
         """Release what ``setup()`` took. Runs when the worker stops cleanly."""

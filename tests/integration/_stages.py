@@ -187,3 +187,18 @@ signal_graph = pp.Pipeline(tag_done)
 
 def times_three(x: int) -> int:
     return 3 * x
+
+
+class BatchProbe(pp.Stage):
+    """Reports, for every item, the size of the batch it was in and when the batch started."""
+
+    batch_size = 8
+    batch_wait = 5.0
+
+    def process_batch(self, items: list[Any]) -> list[dict[str, Any]]:
+        t0 = time.monotonic()
+        if "bad" in items:
+            raise ValueError("a bad item spoils the batch")
+        if "short" in items:
+            return []
+        return [{"item": x, "size": len(items), "start": t0} for x in items]

@@ -75,12 +75,6 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> boo
     """Serve tasks until STOP (returns False) or until this worker should retire (True)."""
     retry_on = tuple(stage.retry_on)
     served = 0
-
-    def process(item: Any) -> Any:
-        if isinstance(item, P.Chunk):
-            return P.run_chunk(stage.process, stage.stage_name, item)
-        return stage.process(item)
-
     while True:
         try:
             msg = P.loads(conn.recv_bytes())
@@ -88,18 +82,43 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> boo
             return False
         if msg[0] == P.STOP:
             return False
-        results: list[P.Result] = []
-        for tid, item in msg[1]:
-            c0, t0 = time.process_time(), time.monotonic()
-            try:
-                value, ok = process(item), True
-            except Exception as exc:  # user errors are data for the parent
-                value, ok = P.ExcInfo.capture(exc, retry_on), False
-            results.append((tid, ok, value, t0, time.monotonic(), time.process_time() - c0))
+        if msg[0] == P.BATCH:
+            results = run_batch(stage, msg[1], retry_on)
+        else:
+            results = [_run_one(stage, tid, item, retry_on) for tid, item in msg[1]]
         send(P.dump_results(results))
         served += len(results)
         if _should_retire(boot, served):
             return True
+
+
+def _run_one(stage: Any, tid: int, item: Any, retry_on: tuple[type[BaseException], ...]) -> P.Result:
+    c0, t0 = time.process_time(), time.monotonic()
+    try:
+        if isinstance(item, P.Chunk):
+            value, ok = P.run_chunk(stage.process, stage.stage_name, item), True
+        else:
+            value, ok = stage.process(item), True
+    except Exception as exc:  # user errors are data for the parent
+        value, ok = P.ExcInfo.capture(exc, retry_on), False
+    return (tid, ok, value, t0, time.monotonic(), time.process_time() - c0)
+
+
+def run_batch(stage: Any, rows: list[tuple[int, Any]], retry_on: tuple[type[BaseException], ...]) -> list[P.Result]:
+    """One ``process_batch`` call for the whole batch; on failure every item gets the error,
+    or, with ``batch_fallback``, each item is retried alone so only the bad one fails."""
+    from ..batching import check_batch_result
+
+    c0, t0 = time.process_time(), time.monotonic()
+    try:
+        values = check_batch_result(stage.process_batch([item for _, item in rows]), len(rows), stage.stage_name)
+        outcomes = [(True, v) for v in values]
+    except Exception as exc:  # user errors are data for the parent
+        if stage.batch_fallback and len(rows) > 1:
+            return [r for row in rows for r in run_batch(stage, [row], retry_on)]
+        outcomes = [(False, P.ExcInfo.capture(exc, retry_on))] * len(rows)
+    share, cpu = (time.monotonic() - t0) / len(rows), (time.process_time() - c0) / len(rows)
+    return [(tid, ok, v, t0, t0 + share, cpu) for (tid, _), (ok, v) in zip(rows, outcomes, strict=True)]
 
 
 def _should_retire(boot: WorkerBoot, served: int) -> bool:

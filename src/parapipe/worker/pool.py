@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
 from typing import Any, Protocol
 
+from ..batching import BatchQueue, BatchStats
 from ..config import DEFAULT_RETRIES, parse_size
 from ..errors import (
     ConfigError,
@@ -63,6 +64,8 @@ _TARGET_MSG_SECONDS = 0.002
 """Chunk cheap tasks until a message carries about this much work."""
 _MAX_STARTUP_FAILURES = 5
 """Replacements in a row whose setup() fails before the stage is declared failed."""
+_BATCH_TIMER = "batch"
+"""Deadline key of the oldest waiting batch item (worker keys are _Worker objects)."""
 _BACKOFF_BASE = 0.2
 _BACKOFF_MAX = 10.0
 
@@ -164,7 +167,13 @@ class StagePool:
         self._startup_failures = 0
         self._timers: set[threading.Timer] = set()
         self._service_ewma: float | None = None
-        self._deadlines = Deadlines(self._on_deadline, self.name) if stage.timeout else None
+        self._batcher: BatchQueue[Task] | None = None
+        self.batch_stats: BatchStats | None = None
+        if stage.batched:
+            self._batcher = BatchQueue(stage.batch_size, stage.batch_wait, cost=lambda t: stage.batch_cost(t.item))
+            self.batch_stats = BatchStats()
+        needs_timer = stage.timeout or stage.batched
+        self._deadlines = Deadlines(self._on_deadline, self.name) if needs_timer else None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -189,8 +198,7 @@ class StagePool:
         """Stop every worker: STOP message, then join, terminate and kill in that order."""
         with self._lock:
             self._closing = True
-            orphans = list(self._pending)
-            self._pending.clear()
+            orphans = self._take_all_queued()
             workers = list(self._workers)
             timers = list(self._timers)
         for timer in timers:
@@ -224,25 +232,63 @@ class StagePool:
     def pump(self) -> None:
         with self._lock:
             assignments = self._assign()
-        for w, rows in assignments:
-            self._send_tasks(w, rows)
+        for w, rows, kind in assignments:
+            self._send_tasks(w, rows, kind)
 
-    def _assign(self) -> list[tuple[_Worker, list[tuple[int, Task]]]]:
+    def _assign(self) -> list[tuple[_Worker, list[tuple[int, Task]], int]]:
         out = []
-        while self._pending:
+        if self._batcher is not None:
+            self._feed_batcher()
+        while self._pending or self._batcher:
             free = [w for w in self._workers if w.state == "ready" and w.msgs < self._max_msgs and not w.exclusive]
             if not free:
                 break
             w = min(free, key=lambda w: (w.msgs, len(w.inflight)))
-            rows = self._take_chunk(w, len(free))
+            kind, rows = self._take_rows(w, len(free))
             if not rows:
-                break  # a retried task waits for an idle worker; the next result pumps again
+                break  # a retried task waits for an idle worker, a batch for its deadline
             w.msgs += 1
             w.sent.append([tid for tid, _ in rows])
-            out.append((w, rows))
-            if self._deadlines is not None:
-                self._deadlines.arm(w, float(self.stage.timeout))  # type: ignore[arg-type]
+            out.append((w, rows, kind))
+            if self.stage.timeout and self._deadlines is not None:
+                self._deadlines.arm(w, float(self.stage.timeout))
+        if self._batcher and self._deadlines is not None:
+            due = self._batcher.next_deadline() or 0.0
+            self._deadlines.arm(_BATCH_TIMER, max(0.0, due - time.monotonic()))
         return out
+
+    def _take_rows(self, w: _Worker, nfree: int) -> tuple[int, list[tuple[int, Task]]]:
+        if self._batcher is None or (self._pending and self._pending[0].attempts > 0):
+            return (P.BATCH if self._batcher is not None else P.TASKS), self._take_chunk(w, nfree)
+        batch = self._batcher.take()
+        rows = []
+        for task in batch:
+            tid = next(self._ids)
+            w.inflight[tid] = task
+            rows.append((tid, task))
+        if rows:
+            self.batch_stats.record(len(rows))  # type: ignore[union-attr]
+        return P.BATCH, rows
+
+    def _feed_batcher(self) -> None:
+        """New tasks join the batch queue in arrival order; retried ones stay here, to go alone."""
+        assert self._batcher is not None
+        retried = collections.deque(t for t in self._pending if t.attempts > 0)
+        for task in self._pending:
+            if task.attempts == 0 and not task.abandoned:
+                self._batcher.put(task)
+        self._pending = retried
+        self._batcher.drop(lambda t: t.abandoned)
+
+    def _take_all_queued(self) -> list[Task]:
+        """Empty both queues (on close or stage failure); called under the lock."""
+        tasks = list(self._pending)
+        self._pending.clear()
+        if self._batcher is not None:
+            tasks += self._batcher.take(force=True)
+            while self._batcher:
+                tasks += self._batcher.take(force=True)
+        return tasks
 
     def _take_chunk(self, w: _Worker, nfree: int) -> list[tuple[int, Task]]:
         """Retried tasks go alone to an otherwise idle worker so a crash blames only them."""
@@ -272,15 +318,15 @@ class StagePool:
         by_balance = math.ceil(len(self._pending) / (2 * nfree))
         return max(1, min(_MAX_CHUNK, by_cost, by_balance))
 
-    def _send_tasks(self, w: _Worker, rows: list[tuple[int, Task]]) -> None:
+    def _send_tasks(self, w: _Worker, rows: list[tuple[int, Task]], kind: int) -> None:
         payload = [(tid, task.item) for tid, task in rows]
         try:
-            data = P.dumps((P.TASKS, payload))
+            data = P.dumps((kind, payload))
         except Exception:  # find and fail the unpicklable items one by one
-            data = self._drop_unpicklable(w, payload)
+            data = self._drop_unpicklable(w, payload, kind)
         self._send_raw(w, data)
 
-    def _drop_unpicklable(self, w: _Worker, payload: list[tuple[int, Any]]) -> bytes:
+    def _drop_unpicklable(self, w: _Worker, payload: list[tuple[int, Any]], kind: int) -> bytes:
         keep = []
         for tid, item in payload:
             try:
@@ -292,7 +338,7 @@ class StagePool:
                 if task is not None:
                     msg = f"item cannot be sent to a worker: {exc}"
                     self._resolve(task, False, StageError(self.name, msg, exc_type="ItemNotPicklable"))
-        return P.dumps((P.TASKS, keep))
+        return P.dumps((kind, keep))
 
     def _send_raw(self, w: _Worker, data: bytes) -> None:
         with w.send_lock:
@@ -385,8 +431,12 @@ class StagePool:
                     self._pending.extendleft(reversed(retry))
             _pump_soon(self)
 
-    def _on_deadline(self, w: _Worker) -> None:
-        """The item ran past the stage timeout: kill its worker; the exit handler fails the item."""
+    def _on_deadline(self, w: _Worker | str) -> None:
+        """A batch's wait ran out (pump it), or an item ran past the stage timeout: kill its
+        worker; the exit handler fails the item."""
+        if isinstance(w, str):
+            self.pump()
+            return
         with self._lock:
             if w.state != "ready" or not w.inflight:
                 return
@@ -494,8 +544,7 @@ class StagePool:
             if any(x.state in ("ready", "starting") for x in self._workers):
                 return
             self._failed = message
-            orphans = list(self._pending)
-            self._pending.clear()
+            orphans = self._take_all_queued()
         log.error("stage %r failed: %s", self.name, message)
         for task in orphans:
             self._resolve(task, False, StageFailed(self.name, message))
@@ -530,7 +579,11 @@ class StagePool:
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
             inflight = sum(len(w.inflight) for w in self._workers)
-            return self.stats.snapshot(len(self._pending), inflight)
+            queued = len(self._pending) + (len(self._batcher) if self._batcher is not None else 0)
+            snap = self.stats.snapshot(queued, inflight)
+            if self.batch_stats is not None:
+                snap["batches"] = self.batch_stats.as_dict()
+            return snap
 
     @property
     def failed(self) -> str | None:

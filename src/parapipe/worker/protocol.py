@@ -3,7 +3,7 @@
 Every message is one pickled tuple sent with ``Connection.send_bytes``; the first field is its
 kind. Tasks travel in chunks so cheap stages pay one syscall per chunk, not per item.
 
-    parent -> worker   (TASKS, [(task_id, item), ...])   or   (STOP,)
+    parent -> worker   (TASKS, [(task_id, item), ...]) | (BATCH, [(task_id, item), ...]) | (STOP,)
     worker -> parent   (READY, info) | (FAILED, ExcInfo) | (RESULTS, [Result, ...]) | (LOG, dict)
 """
 
@@ -20,6 +20,7 @@ READY = 3
 FAILED = 4
 RESULTS = 5
 LOG = 6
+BATCH = 7
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
