@@ -86,6 +86,7 @@ GAP_SECONDS = 0.6
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Command line entry point; returns the exit status (2 when a tool is missing)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, help="output directory (created; files replaced)")
     args = parser.parse_args(argv)
@@ -121,6 +122,7 @@ class _Synth:
         self.raw = tmp / "espeak.wav"
 
     def say(self, voice: Voice, text: str, dest: Path) -> np.ndarray:
+        """Speak ``text`` into ``dest`` and return its int16 samples."""
         import soundfile as sf
 
         dest.parent.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,7 @@ class VoiceRegistry:
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
+        """Close the database connection (``with VoiceRegistry(...)`` does it for you)."""
         self._db.close()
 
     def __enter__(self) -> VoiceRegistry:
