@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import CancelledError, Future
 from typing import Any, Literal
 
-from . import autotune
+from . import autotune, transport
 from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
 from .errors import ConfigError, EngineClosed, ItemError, StageError, TaskTimeout, WorkerDied
 from .graph import Node, as_graph, map_stages, stages
@@ -117,6 +117,7 @@ class Engine:
             raise EngineClosed("an Engine starts once; create a new one")
         self._state = "starting"
         _open_engines.add(self)
+        transport.sweep_dead()  # shared memory left by an engine that was SIGKILLed
         try:
             self._start_pools(self._initial_budgets())
             if any(s.cpus == "auto" for s in self._stages):
@@ -147,6 +148,7 @@ class Engine:
             job.future.cancel()
             job.finished = True
         self._stop_pools()
+        transport.sweep(os.getpid())
         with self._lock:
             self._state = "closed"
         _open_engines.discard(self)

@@ -202,3 +202,31 @@ class BatchProbe(pp.Stage):
         if "short" in items:
             return []
         return [{"item": x, "size": len(items), "start": t0} for x in items]
+
+
+def scale(a: Any) -> Any:
+    return a * 2.0
+
+
+def shift(a: Any) -> Any:
+    return a + 1.0
+
+
+def checksum(a: Any) -> tuple[float, int, int]:
+    return float(a[::4096].sum()), a.nbytes, os.getpid()
+
+
+def shm_kill_or_pass(a: Any) -> Any:
+    if os.path.exists(os.environ.get("PARAPIPE_TEST_KILL_MARKER", "/nonexistent")):
+        os.remove(os.environ["PARAPIPE_TEST_KILL_MARKER"])
+        os.kill(os.getpid(), 9)
+    return a + 1.0
+
+
+def hold_after_signal(a: Any) -> Any:
+    """Signals a FIFO once it holds a shared-memory item, then waits to be killed."""
+    tag_done(os.environ.get("PARAPIPE_TEST_SIGNAL_AT", ""))
+    return a
+
+
+shm_parent_graph = pp.Pipeline(scale, hold_after_signal)

@@ -8,6 +8,7 @@ stage unpickled and ``setup()`` run, so every library it loads sees the budget.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
@@ -20,7 +21,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from .. import context
+from .. import context, transport
 from . import protocol as P
 
 
@@ -72,12 +73,19 @@ def _build(boot: WorkerBoot) -> Any:
 
 
 def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> bool:
-    """Serve tasks until STOP (returns False) or until this worker should retire (True)."""
+    """Serve tasks until STOP (returns False) or until this worker should retire (True).
+
+    Large arrays in tasks and results travel through shared memory (`parapipe.transport`);
+    segments this worker creates are named for the parent, which releases them.
+    """
+    parent = multiprocessing.parent_process()
+    arena = transport.SegmentArena(owner_pid=parent.pid if parent is not None else None)
+    encode = functools.partial(transport.encode, arena=arena)
     retry_on = tuple(stage.retry_on)
     served = 0
     while True:
         try:
-            msg = P.loads(conn.recv_bytes())
+            msg = transport.decode(conn.recv_bytes())
         except (EOFError, OSError):
             return False
         if msg[0] == P.STOP:
@@ -86,7 +94,7 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> boo
             results = run_batch(stage, msg[1], retry_on)
         else:
             results = [_run_one(stage, tid, item, retry_on) for tid, item in msg[1]]
-        send(P.dump_results(results))
+        send(P.dump_results(results, encode))
         served += len(results)
         if _should_retire(boot, served):
             return True
@@ -171,6 +179,7 @@ def _watch_parent() -> None:
 
     def watch() -> None:
         wait([parent.sentinel])
+        transport.sweep(parent.pid)  # the engine cannot clean up after itself any more
         os._exit(1)
 
     threading.Thread(target=watch, name="parapipe-parent-watch", daemon=True).start()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import itertools
 import logging
 import math
@@ -36,6 +37,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.context import BaseContext
 from typing import Any, Protocol
 
+from .. import transport
 from ..batching import BatchQueue, BatchStats
 from ..config import DEFAULT_RETRIES, parse_size
 from ..errors import (
@@ -114,8 +116,8 @@ class Task:
 
 class _Worker:
     __slots__ = (
-        "budget", "conn", "exclusive", "inflight", "info", "msgs", "proc", "ready", "send_lock",
-        "sent", "startup_error", "state", "thread",
+        "budget", "conn", "exclusive", "inflight", "info", "msgs", "proc", "ready", "segments",
+        "send_lock", "sent", "startup_error", "state", "thread",
     )  # fmt: skip
 
     def __init__(self, budget: WorkerBudget, proc: Any, conn: Any) -> None:
@@ -125,6 +127,8 @@ class _Worker:
         self.inflight: dict[int, Task] = {}
         self.sent: collections.deque[list[int]] = collections.deque()
         """Task ids per message in send order: the first is the one the worker is running."""
+        self.segments: dict[int, list[str]] = {}
+        """Shared-memory segments of messages in flight, by first task id: freed on reply."""
         self.msgs = 0
         self.exclusive = False
         self.state = "starting"
@@ -155,6 +159,7 @@ class StagePool:
         self._ctx = mp_context
         self._log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         self._stage_bytes = _pickle_stage(stage)
+        self._encode = functools.partial(transport.encode, arena=transport.SegmentArena())
         self._max_memory = parse_size(stage.max_memory)
         self._max_msgs = 1 if stage.timeout else _MAX_MSGS  # a deadline must time the item, not its wait
         self._lock = threading.Lock()
@@ -321,9 +326,13 @@ class StagePool:
     def _send_tasks(self, w: _Worker, rows: list[tuple[int, Task]], kind: int) -> None:
         payload = [(tid, task.item) for tid, task in rows]
         try:
-            data = P.dumps((kind, payload))
+            data = self._encode((kind, payload))
         except Exception:  # find and fail the unpicklable items one by one
             data = self._drop_unpicklable(w, payload, kind)
+        names = transport.segment_names(data)
+        if names:
+            with self._lock:
+                w.segments[rows[0][0]] = names
         self._send_raw(w, data)
 
     def _drop_unpicklable(self, w: _Worker, payload: list[tuple[int, Any]], kind: int) -> bytes:
@@ -338,7 +347,7 @@ class StagePool:
                 if task is not None:
                     msg = f"item cannot be sent to a worker: {exc}"
                     self._resolve(task, False, StageError(self.name, msg, exc_type="ItemNotPicklable"))
-        return P.dumps((kind, keep))
+        return self._encode((kind, keep))
 
     def _send_raw(self, w: _Worker, data: bytes) -> None:
         with w.send_lock:
@@ -375,9 +384,11 @@ class StagePool:
         """The one blocking waiter of this worker's connection."""
         while True:
             try:
-                msg = P.loads(w.conn.recv_bytes())
+                data = w.conn.recv_bytes()
             except (EOFError, OSError):
                 break
+            msg = transport.decode(data)
+            transport.release(transport.segment_names(data))  # our mappings outlive the names
             kind = msg[0]
             if kind == P.RESULTS:
                 self._on_results(w, msg[1])
@@ -403,7 +414,8 @@ class StagePool:
         with self._lock:
             w.msgs -= 1
             if w.sent:
-                w.sent.popleft()
+                done_ids = w.sent.popleft()
+                transport.release(w.segments.pop(done_ids[0], ()) if done_ids else ())
             w.exclusive = False
             if self._deadlines is not None:
                 self._deadlines.disarm(w)
@@ -460,6 +472,9 @@ class StagePool:
             waiting = [t for tid, t in w.inflight.items() if tid not in running]
             w.inflight.clear()
             w.sent.clear()
+            for names in w.segments.values():
+                transport.release(names)
+            w.segments.clear()
             closing = self._closing
         if self._deadlines is not None:
             self._deadlines.disarm(w)

@@ -93,13 +93,12 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-def dump_results(results: list[Result]) -> bytes:
-    """Pickle results; a value that cannot be pickled fails its own item, not the whole chunk."""
+def dump_results(results: list[Result], encode: Any = dumps) -> bytes:
+    """Encode results; a value that cannot be pickled fails its own item, not the whole chunk."""
     try:
-        return dumps((RESULTS, results))
-    except Exception:
-        safe = [_picklable(r) for r in results]
-        return dumps((RESULTS, safe))
+        return encode((RESULTS, results))
+    except Exception:  # any pickling failure is reported per item below
+        return encode((RESULTS, [_picklable(r) for r in results]))
 
 
 def _picklable(row: Result) -> Result:
