@@ -23,7 +23,7 @@ import numpy as np
 import parapipe as pp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_line, print_table  # noqa: E402
+from _common import machine_line, print_table
 
 
 def echo(a: Any) -> Any:
