@@ -173,6 +173,7 @@ class StagePool:
         self._timers: set[threading.Timer] = set()
         self._service_ewma: float | None = None
         self._batcher: BatchQueue[Task] | None = None
+        self._batch_due: float | None = None
         self.batch_stats: BatchStats | None = None
         if stage.batched:
             self._batcher = BatchQueue(stage.batch_size, stage.batch_wait, cost=lambda t: stage.batch_cost(t.item))
@@ -258,13 +259,16 @@ class StagePool:
             if self.stage.timeout and self._deadlines is not None:
                 self._deadlines.arm(w, float(self.stage.timeout))
         if self._batcher and self._deadlines is not None:
-            due = self._batcher.next_deadline() or 0.0
-            self._deadlines.arm(_BATCH_TIMER, max(0.0, due - time.monotonic()))
+            due = self._batcher.next_deadline()
+            if due != self._batch_due:  # re-arm only when the oldest waiting item changed
+                self._batch_due = due
+                self._deadlines.arm(_BATCH_TIMER, max(0.0, (due or 0.0) - time.monotonic()))
         return out
 
     def _take_rows(self, w: _Worker, nfree: int) -> tuple[int, list[tuple[int, Task]]]:
         if self._batcher is None or (self._pending and self._pending[0].attempts > 0):
             return (P.BATCH if self._batcher is not None else P.TASKS), self._take_chunk(w, nfree)
+        self._batcher.drop(lambda t: t.abandoned)
         batch = self._batcher.take()
         rows = []
         for task in batch:
@@ -283,7 +287,6 @@ class StagePool:
             if task.attempts == 0 and not task.abandoned:
                 self._batcher.put(task)
         self._pending = retried
-        self._batcher.drop(lambda t: t.abandoned)
 
     def _take_all_queued(self) -> list[Task]:
         """Empty both queues (on close or stage failure); called under the lock."""

@@ -1,0 +1,139 @@
+"""Dynamic batching on a real vectorised model (a small numpy MLP): on vs off, at several loads.
+
+The model's cost per call is ``a + b*n`` for a batch of ``n`` rows, so batching pays when
+requests arrive faster than one-at-a-time calls can serve them. An open-loop client sends
+requests at a fixed rate for ``--seconds`` (or all at once for "max") and we report achieved
+throughput and latency p50/p99 from submit to result.
+
+Usage: python benchmarks/batching.py [--seconds 3] [--batch-size 32] [--batch-wait 0.005]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import parapipe as pp
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import machine_line, print_table
+
+
+class MLP(pp.Stage):
+    """256 -> 512 -> 512 -> 10, float32; one request is one 256-float row."""
+
+    cpus = 1
+
+    def setup(self) -> None:
+        rng = np.random.default_rng(0)
+        self.layers = [rng.standard_normal(s, dtype=np.float32) * 0.05 for s in ((256, 512), (512, 512), (512, 10))]
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        for w in self.layers[:-1]:
+            x = np.maximum(x @ w, 0.0)
+        return x @ self.layers[-1]
+
+    def process(self, item: np.ndarray) -> int:
+        return int(self.forward(item[None, :]).argmax())
+
+
+class BatchedMLP(MLP):
+    def process_batch(self, items: list[np.ndarray]) -> list[int]:
+        return self.forward(np.stack(items)).argmax(axis=1).tolist()
+
+
+def cost_model() -> tuple[float, float]:
+    """Fit a + b*n to the model's time for n = 1 and n = 32 in this process, single-threaded."""
+    from threadpoolctl import threadpool_limits
+
+    model = MLP()
+    model.setup()
+    with threadpool_limits(1):
+        t = {}
+        for n in (1, 32):
+            x = np.ones((n, 256), np.float32)
+            t0 = time.perf_counter()
+            for _ in range(200):
+                model.forward(x)
+            t[n] = (time.perf_counter() - t0) / 200
+    b = (t[32] - t[1]) / 31
+    return t[1] - b, b
+
+
+def drive(engine: pp.Engine, rate: float | None, seconds: float) -> dict[str, float]:
+    """Open-loop load: submit at ``rate`` per second (None: everything at once)."""
+    x = np.ones(256, np.float32)
+    latencies: list[float] = []
+    lock = threading.Lock()
+    count = int(rate * seconds) if rate else 4000
+    pace = threading.Event()
+    futures = []
+    start = time.perf_counter()
+    for i in range(count):
+        if rate:
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                pace.wait(delay)  # pacing the client, not synchronising
+        sent = time.perf_counter()
+        fut = engine.submit(x)
+        fut.add_done_callback(lambda f, s=sent: _record(latencies, lock, s))
+        futures.append(fut)
+    for f in futures:
+        f.result()
+    wall = time.perf_counter() - start
+    lat = sorted(latencies)
+    return {"rps": count / wall, "p50": lat[len(lat) // 2] * 1e3, "p99": lat[int(len(lat) * 0.99)] * 1e3}
+
+
+def _record(latencies: list[float], lock: threading.Lock, sent: float) -> None:
+    done = time.perf_counter()
+    with lock:
+        latencies.append(done - sent)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-wait", type=float, default=0.005)
+    args = parser.parse_args()
+    a, b = cost_model()
+    rows = []
+    variants = {
+        "off (process)": MLP(),
+        "on (process_batch)": BatchedMLP().options(batch_size=args.batch_size, batch_wait=args.batch_wait),
+    }
+    results: dict[tuple[str, Any], dict[str, float]] = {}
+    for label, stage in variants.items():
+        with pp.Engine(stage) as engine:
+            engine.run(np.ones(256, np.float32))
+            for rate in (200, 1000, 3000, None):
+                r = drive(engine, rate, args.seconds)
+                results[(label, rate)] = r
+                rows.append((label, rate or "max", round(r["rps"]), round(r["p50"], 2), round(r["p99"], 2)))
+            hist = engine.stats()[stage.stage_name].get("batches", {})
+        if hist:
+            rows.append((label, "batch sizes", str(hist.get("exact", hist))[:60], "", ""))
+    gain = results[("on (process_batch)", None)]["rps"] / results[("off (process)", None)]["rps"]
+    print_table(
+        ["batching", "offered req/s", "achieved req/s", "p50 ms", "p99 ms"],
+        rows,
+        title="batching: 256-512-512-10 MLP, one replica, one thread",
+        notes=[
+            machine_line(),
+            f"model cost per call: a = {a * 1e6:.0f} us + b = {b * 1e6:.1f} us per row (single thread)",
+            f"batch_size={args.batch_size}, batch_wait={args.batch_wait * 1e3:.1f} ms; "
+            f"throughput gain at max load: {gain:.1f}x; "
+            f"p99 bound batch_wait + one full batch = {(args.batch_wait + a + b * args.batch_size) * 1e3:.1f} ms",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    main()
