@@ -12,11 +12,16 @@ import parapipe as pp
 from parapipe.audio import AudioClip, Transcribe
 from parapipe.audio import transcribe as transcribe_module
 
-from .conftest import Corpus
+from .conftest import Corpus, require_audio_extra
 
 pytestmark = pytest.mark.audio
 
 MAX_WER = 0.25
+
+
+@pytest.fixture(autouse=True)
+def _audio_extra() -> None:
+    require_audio_extra()
 
 
 def _wer(references: list[str], hypotheses: list[str]) -> float:
