@@ -163,6 +163,7 @@ class StagePool:
         self._max_memory = parse_size(stage.max_memory)
         self._max_msgs = 1 if stage.timeout else _MAX_MSGS  # a deadline must time the item, not its wait
         self._lock = threading.Lock()
+        self._spawn_lock = threading.Lock()
         self._pending: collections.deque[Task] = collections.deque()
         self._workers: list[_Worker] = []
         self._ids = itertools.count()
@@ -202,7 +203,7 @@ class StagePool:
 
     def close(self, *, timeout: float = STOP_GRACE) -> None:
         """Stop every worker: STOP message, then join, terminate and kill in that order."""
-        with self._lock:
+        with self._spawn_lock, self._lock:  # no replacement can start after this point
             self._closing = True
             orphans = self._take_all_queued()
             workers = list(self._workers)
@@ -372,15 +373,20 @@ class StagePool:
         proc = self._ctx.Process(
             target=child.main, args=(child_conn, boot), name=f"parapipe:{self.name}#{budget.replica}"
         )
-        with environment(env):
-            proc.start()
-        child_conn.close()
         w = _Worker(budget, proc, parent_conn)
         w.thread = threading.Thread(
             target=self._read, args=(w,), name=f"parapipe-reader-{self.name}#{budget.replica}", daemon=True
         )
-        with self._lock:
-            self._workers.append(w)
+        with self._spawn_lock:
+            if self._closing:  # a replacement racing with close(): close() would not see it
+                parent_conn.close()
+                child_conn.close()
+                return
+            with environment(env):
+                proc.start()
+            child_conn.close()
+            with self._lock:
+                self._workers.append(w)
         w.thread.start()
 
     def _read(self, w: _Worker) -> None:
@@ -429,22 +435,22 @@ class StagePool:
                     self.stats.account(task.enqueued, ok, t0, t1, cpu, now, n)
                     self._service_ewma = self.stats.service_ewma
                     finished.append((task, ok, value))
-        retry = []
+        retry = [t for t, ok, v in finished if not ok and v.retryable and t.attempts < self.retries]
+        for task in retry:
+            task.attempts += 1
+            task.announce_retry()
+        if retry:
+            with self._lock:
+                self._pending.extendleft(reversed(retry))
+        retrying = {id(t) for t in retry}
+        self.pump()  # refill the worker before waking anyone: it works while we deliver
         with deferred_pumps():
             for task, ok, value in finished:
                 if ok:
                     self._resolve(task, True, value)
-                elif value.retryable and task.attempts < self.retries:
-                    task.attempts += 1
-                    task.announce_retry()
-                    retry.append(task)
-                else:
+                elif id(task) not in retrying:
                     error = StageError(self.name, value.message, exc_type=value.type, traceback=value.traceback)
                     self._resolve(task, False, error)
-            if retry:
-                with self._lock:
-                    self._pending.extendleft(reversed(retry))
-            _pump_soon(self)
 
     def _on_deadline(self, w: _Worker | str) -> None:
         """A batch's wait ran out (pump it), or an item ran past the stage timeout: kill its
