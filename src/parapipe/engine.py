@@ -154,6 +154,7 @@ class Engine:
         _open_engines.discard(self)
 
     def _initial_budgets(self) -> list[WorkerBudget]:
+        """The start-up plan; auto stages start as one single-thread replica (to be measured)."""
         requests = [
             StageRequest(
                 s.stage_name,
@@ -195,9 +196,26 @@ class Engine:
         costs = {name: autotune.median_cost(pool) for name, pool in self._pools.items()}
         budgets = autotune.plan(self._stages, self.graph, costs, self._cores, self.mode)
         log.info("cpus='auto' measured %s and planned:\n%s", costs, format_plan([(b, None) for b in budgets]))
-        self._stop_pools()
-        self._pools = {}
-        self._start_pools(budgets)
+        self._apply_plan(budgets)
+
+    def _apply_plan(self, budgets: list[WorkerBudget]) -> None:
+        """Keep workers whose budget did not change (their models stay loaded); add replicas
+        where only the count grew; restart a stage whose threads or cores changed."""
+        deadline = time.monotonic() + self._startup_timeout
+        for s in self._stages:
+            pool = self._pools[s.stage_name]
+            new = [b for b in budgets if b.stage == s.stage_name]
+            kept = new[: len(pool.budgets)]
+            if [b.threads for b in kept] == [b.threads for b in pool.budgets]:
+                pool.repin(kept)
+                pool.grow(new[len(pool.budgets) :], deadline)
+                continue
+            pool.close()
+            pool = StagePool(s, new, mp_context=self._ctx, retries=self._retries)
+            self._pools[s.stage_name] = pool
+            pool.start()
+            pool.wait_ready(deadline)
+        self._root = compile_graph(self.graph, self._pools)
 
     # -- submission ----------------------------------------------------------------------
 

@@ -367,7 +367,7 @@ def _assign(tree: LatencyTree, costs: Mapping[str, float], cores: int, out: dict
             _assign(child, costs, cores, out)
     elif kind == "par":
         weights = [_critical_path(child, costs) for child in body]
-        for child, share in zip(body, _split(cores, weights), strict=True):
+        for child, share in zip(body, _par_shares(cores, weights), strict=True):
             _assign(child, costs, share, out)
     else:
         raise ConfigError(f"latency tree node must be 'stage', 'seq' or 'par', got {kind!r}")
@@ -390,6 +390,20 @@ def _critical_path(tree: LatencyTree, costs: Mapping[str, float]) -> float:
     if kind == "seq":
         return sum(paths)
     return max(paths, default=0.0)
+
+
+def _par_shares(cores: int, weights: list[float]) -> list[int]:
+    """Cores per branch of a ``par``.
+
+    When one branch costs more than all the others together (whisper beside two small models),
+    splitting the cores would slow exactly the branch that decides the latency: it gets every
+    core, and the small branches one thread each; they overlap it only briefly.
+    """
+    if len(weights) > 1:
+        top = max(range(len(weights)), key=weights.__getitem__)
+        if weights[top] >= sum(weights) - weights[top]:
+            return [cores if i == top else 1 for i in range(len(weights))]
+    return _split(cores, weights)
 
 
 def _split(cores: int, weights: list[float]) -> list[int]:

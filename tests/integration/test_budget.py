@@ -60,17 +60,34 @@ class _Env(pp.Stage):
         return os.environ.get("CUDA_VISIBLE_DEVICES"), pp.current().gpus
 
 
-def test_auto_plan_measures_and_replicates_the_heavy_stage():
-    graph = pp.Pipeline(S.Recorder("light").options(name="light"), _Heavy())
+def test_auto_plan_measures_and_replicates_the_heavy_stage(tmp_path):
+    log = tmp_path / "setups.log"
+    graph = pp.Pipeline(_Light(str(log)), _Heavy(str(log)))
     with pp.Engine(graph, cpus="auto", warmup=[1, 2, 3], cores=[0, 1]) as engine:
         replicas = {}
         for w in engine.workers():
             replicas[w["stage"]] = replicas.get(w["stage"], 0) + 1
-        assert engine.run(5, timeout=60)["item"]["item"] == 5
+        assert engine.run(5, timeout=60)["item"] == 5
     assert replicas == {"light": 1, "heavy": 2}
+    setups = log.read_text().split()
+    assert sorted(setups) == ["heavy", "heavy", "light"], "measured workers must be kept, not reloaded"
 
 
-class _Heavy(pp.Stage):
+class _Light(pp.Stage):
+    name = "light"
+
+    def __init__(self, log):
+        self.log = log
+
+    def setup(self):
+        with open(self.log, "a") as f:
+            f.write(f"{self.name}\n")
+
+    def process(self, item):
+        return item
+
+
+class _Heavy(_Light):
     name = "heavy"
 
     def process(self, item):

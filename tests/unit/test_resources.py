@@ -260,15 +260,21 @@ AUDIO_TREE = (
 )
 
 
-def test_latency_sequence_uses_all_cores_and_par_splits_by_cost() -> None:
+def test_latency_sequence_uses_all_cores_and_dominant_branch_gets_them_all() -> None:
+    # asr costs more than spk and pitch together: splitting cores would slow the critical branch
     plan = plan_latency(AUDIO_TREE, {"decode": 0.1, **AUDIO_COSTS}, 4)
-    assert plan == {"decode": (1, 4), "asr": (1, 2), "spk": (1, 1), "pitch": (1, 1)}
+    assert plan == {"decode": (1, 4), "asr": (1, 4), "spk": (1, 1), "pitch": (1, 1)}
+
+
+def test_latency_par_splits_by_cost_when_no_branch_dominates() -> None:
+    tree = ("par", [("stage", s) for s in "abc"])
+    assert plan_latency(tree, {"a": 1.0, "b": 1.0, "c": 1.5}, 7) == {"a": (1, 2), "b": (1, 2), "c": (1, 3)}
 
 
 def test_latency_par_branch_weight_is_its_critical_path() -> None:
     tree = ("par", [("stage", "a"), ("seq", [("stage", "b"), ("stage", "c")])])
     plan = plan_latency(tree, {"a": 1.0, "b": 1.0, "c": 2.0}, 8)
-    assert plan == {"a": (1, 2), "b": (1, 6), "c": (1, 6)}
+    assert plan == {"a": (1, 1), "b": (1, 8), "c": (1, 8)}
 
 
 def test_latency_more_branches_than_cores_get_one_thread_each() -> None:

@@ -63,7 +63,7 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
 
 def _build(boot: WorkerBoot) -> Any:
     os.environ.update(boot.env)  # again, for fork/forkserver where exec-time env did not apply
-    _pin_all_threads(boot.cores)
+    pin_all_threads(boot.cores)
     context._set_current(context.WorkerContext(boot.stage, boot.replica, boot.threads, boot.cores, boot.gpus))
     _limit_thread_pools(boot.threads)
     stage = pickle.loads(boot.stage_bytes)
@@ -185,11 +185,11 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, name="parapipe-parent-watch", daemon=True).start()
 
 
-def _pin_all_threads(cores: tuple[int, ...]) -> None:
-    """sched_setaffinity(0) pins only the calling thread; pin every thread already running."""
+def pin_all_threads(cores: tuple[int, ...], pid: int | str = "self") -> None:
+    """sched_setaffinity(pid) pins only one thread; pin every thread the process has."""
     if not cores:
         return
-    for tid in os.listdir("/proc/self/task"):
+    for tid in os.listdir(f"/proc/{pid}/task"):
         try:
             os.sched_setaffinity(int(tid), cores)
         except (ProcessLookupError, PermissionError):

@@ -201,6 +201,27 @@ class StagePool:
                 raise WorkerStartupError(self._startup_message(w))
         self._started = True
 
+    def repin(self, budgets: list[WorkerBudget]) -> None:
+        """Move live workers to new cores without restarting them (their models stay loaded)."""
+        with self._lock:
+            workers = {w.budget.replica: w for w in self._workers}
+            self.budgets = list(budgets)
+            for budget in budgets:
+                w = workers.get(budget.replica)
+                if w is not None and w.budget.cores != budget.cores:
+                    w.budget = budget
+                    w.info["cores"] = budget.cores
+                    child.pin_all_threads(budget.cores, w.proc.pid)
+
+    def grow(self, budgets: list[WorkerBudget], deadline: float) -> None:
+        """Add replicas to a running stage (``cpus="auto"`` chose more); wait until they are ready."""
+        if not budgets:
+            return
+        self.budgets = self.budgets + budgets
+        for budget in budgets:
+            self._spawn(budget)
+        self.wait_ready(deadline)
+
     def close(self, *, timeout: float = STOP_GRACE) -> None:
         """Stop every worker: STOP message, then join, terminate and kill in that order."""
         with self._spawn_lock, self._lock:  # no replacement can start after this point
