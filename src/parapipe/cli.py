@@ -91,6 +91,24 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _register_optional(sub: Any) -> None:
+    """Command groups of optional extras; each tells how to install it when missing."""
+    try:
+        from .audio.cli import register
+    except ImportError as exc:
+        reason = str(exc)
+        missing = sub.add_parser("audio", help="speech analysis (needs: pip install 'parapipe[audio]')")
+        missing.set_defaults(func=lambda _args: _missing_extra("audio", reason))
+    else:
+        register(sub)
+
+
+def _missing_extra(extra: str, reason: str) -> int:
+    print(f"parapipe: this command needs the {extra} extra ({reason}); see README.md for the install command",
+          file=sys.stderr)  # fmt: skip
+    return 2
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parapipe", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -122,6 +140,8 @@ def _parser() -> argparse.ArgumentParser:
     jobs.add_argument("--limit", type=int, default=100)
     jobs.add_argument("--retry-failed", action="store_true", help="requeue failed items for the next run")
     jobs.set_defaults(func=_cmd_jobs)
+
+    _register_optional(sub)
 
     demo = sub.add_parser("demo", help="run three CPU-heavy models in parallel with CPU budgets")
     demo.add_argument("--items", type=int, default=24)

@@ -6,9 +6,11 @@ or the corpus tools (espeak-ng, sox) are missing, so the rest of the suite still
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import shutil
+import sqlite3
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -121,9 +123,14 @@ def enrolled_db(corpus: Corpus, embedder: Any, tmp_path_factory: pytest.TempPath
 
 @pytest.fixture
 def voices_db(enrolled_db: Path, tmp_path: Path) -> Path:
-    """A private copy of the enrolled registry, so tests do not see each other's unknowns."""
+    """A private copy of the enrolled registry, so tests do not see each other's unknowns.
+
+    Copied with SQLite's backup API: the registry is in WAL mode, so a file copy can miss
+    enrollments still in the -wal file.
+    """
     copy = tmp_path / "voices.db"
-    shutil.copy(enrolled_db, copy)
+    with contextlib.closing(sqlite3.connect(enrolled_db)) as src, contextlib.closing(sqlite3.connect(copy)) as dst:
+        src.backup(dst)
     return copy
 
 

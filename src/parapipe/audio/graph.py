@@ -19,7 +19,12 @@ from typing import Any
 
 from .decode import DEFAULT_MAX_SECONDS
 
-__all__ = ["analysis_graph", "merge_result"]
+__all__ = ["DEFAULT_COSTS", "analysis_graph", "merge_result", "planned"]
+
+
+DEFAULT_COSTS = {"decode": 0.001, "vad": 0.017, "transcribe": 1.61, "speaker": 0.106, "gender_age": 0.189}
+"""Single-thread CPU seconds per 8 s file, measured here (docs/speech.md); used to plan
+without a warm-up run. ``Engine(graph, cpus="auto", warmup=[...])`` measures instead."""
 
 
 def analysis_graph(
@@ -31,6 +36,8 @@ def analysis_graph(
     language: str | None = None,
     beam_size: int = 5,
     compute_type: str = "int8",
+    plan: str | None = "throughput",
+    cores: int | None = None,
 ) -> Any:
     """The full per-file analysis as a `parapipe.Pipeline` (see the module diagram).
 
@@ -40,6 +47,11 @@ def analysis_graph(
         age_model: ONNX age/gender model for `GenderAge` (None: ``age`` is None).
         max_seconds: longest input `Decode` accepts.
         language, beam_size, compute_type: passed to `Transcribe`.
+        plan: size replicas and threads for this machine from `DEFAULT_COSTS`:
+            ``"throughput"`` (many files: whisper is ~85 % of the work, so it gets replicas),
+            ``"latency"`` (one file at a time: whisper gets every core), or None to keep one
+            single-thread worker per stage (e.g. to let ``cpus="auto"`` measure).
+        cores: cores to plan for (default: those this process may use).
     """
     import parapipe as pp
 
@@ -49,17 +61,32 @@ def analysis_graph(
     from .transcribe import Transcribe
     from .vad import Segment
 
-    return pp.Pipeline(
+    graph = pp.Pipeline(
         Decode(max_seconds=max_seconds),
         Segment(),
         pp.Parallel(
-            transcribe=Transcribe(model, language=language, beam_size=beam_size,
-                                  compute_type=compute_type),
+            transcribe=Transcribe(model, language=language, beam_size=beam_size, compute_type=compute_type),
             speaker=Speaker(voices),
             gender_age=GenderAge(age_model),
             merge=merge_result,
         ),
     )
+    return graph if plan is None else planned(graph, plan, cores)
+
+
+def planned(graph: Any, plan: str, cores: int | None = None) -> Any:
+    """The graph with replicas and threads chosen for ``cores`` from `DEFAULT_COSTS`."""
+    from parapipe.graph import latency_tree, map_stages
+    from parapipe.resources import plan_latency, plan_throughput, usable_cores
+
+    ncores = cores or len(usable_cores())
+    if plan == "throughput":
+        shape = plan_throughput(DEFAULT_COSTS, ncores)
+    elif plan == "latency":
+        shape = plan_latency(latency_tree(graph), DEFAULT_COSTS, ncores)
+    else:
+        raise ValueError(f"plan must be 'throughput', 'latency' or None, got {plan!r}")
+    return map_stages(graph, lambda s: s.options(replicas=shape[s.stage_name][0], cpus=shape[s.stage_name][1]))
 
 
 def merge_result(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
