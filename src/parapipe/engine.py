@@ -357,14 +357,14 @@ class Engine:
                 yield _outcome(fut, return_exceptions)
             return
         bar.update(len(rows))
-        if all(ok for ok, _ in rows):
-            yield from (value for _, value in rows)
+        if not rows.errors:
+            yield from rows.values
             return
-        for k, (ok, value) in enumerate(rows):
-            if ok:
+        for k, value in enumerate(rows.values):
+            if k not in rows.errors:
                 yield value
                 continue
-            stage, info = value
+            stage, info = rows.errors[k]
             err = StageError(stage, info.message, exc_type=info.type, traceback=info.traceback, index=unit.first + k)
             if not return_exceptions:
                 raise err

@@ -121,18 +121,22 @@ class _ParNode:
 
     def _merge_chunk(self, results: dict[str, ChunkResult]) -> ChunkResult:
         """Merge a chunk element by element; an element fails if any branch failed it."""
-        out = ChunkResult()
+        errors: dict[int, tuple[str, ExcInfo]] = {}
+        for branch in results.values():
+            for i, err in branch.errors.items():
+                errors.setdefault(i, err)
         names = list(results)
-        for rows in zip(*results.values(), strict=True):
-            failed = next((row for row in rows if not row[0]), None)
-            if failed is not None:
-                out.append(failed)
+        values: list[Any] = []
+        for i, row in enumerate(zip(*(r.values for r in results.values()), strict=True)):
+            if i in errors:
+                values.append(None)
                 continue
             try:
-                out.append((True, self.merge({n: row[1] for n, row in zip(names, rows, strict=True)})))
+                values.append(self.merge(dict(zip(names, row, strict=True))))
             except Exception as exc:  # a merge error is this element's error
-                out.append((False, (self.stage, ExcInfo.capture(exc))))
-        return out
+                values.append(None)
+                errors[i] = (self.stage, ExcInfo.capture(exc))
+        return ChunkResult(values, errors)
 
 
 class _Gather:

@@ -103,7 +103,7 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> boo
 def _run_one(stage: Any, tid: int, item: Any, retry_on: tuple[type[BaseException], ...]) -> P.Result:
     c0, t0 = time.process_time(), time.monotonic()
     try:
-        if isinstance(item, P.Chunk):
+        if isinstance(item, (P.Chunk, P.ChunkResult)):
             value, ok = P.run_chunk(stage.process, stage.stage_name, item), True
         else:
             value, ok = stage.process(item), True

@@ -56,28 +56,44 @@ class Chunk(list):  # type: ignore[type-arg]
     """
 
 
-class ChunkResult(Chunk):
-    """Per element of a `Chunk`: ``(True, value)`` or ``(False, (stage, ExcInfo))``."""
+class ChunkResult:
+    """Per element of a `Chunk`: its value, or, at the same index in ``errors``, why it failed.
+
+    Values stay a plain list (pickled at C speed, yielded as they are); failures, rare, sit
+    apart as ``{index: (stage, ExcInfo)}`` and their slots in ``values`` hold None.
+    """
+
+    __slots__ = ("errors", "values")
+
+    def __init__(self, values: list[Any], errors: dict[int, tuple[str, ExcInfo]] | None = None) -> None:
+        self.values = values
+        self.errors = errors or {}
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (ChunkResult, (self.values, self.errors))
 
 
-def run_chunk(process: Any, stage: str, chunk: list[Any]) -> ChunkResult:
+def run_chunk(process: Any, stage: str, chunk: Chunk | ChunkResult) -> ChunkResult:
     """Apply ``process`` to each live element; elements that failed upstream pass through."""
-    out = ChunkResult()
-    append = out.append
-    upstream = isinstance(chunk, ChunkResult)
-    for element in chunk:
-        if upstream:
-            ok, value = element
-            if not ok:
-                append(element)
-                continue
-        else:
-            value = element
+    if isinstance(chunk, ChunkResult):
+        items, errors = chunk.values, dict(chunk.errors)
+    else:
+        items, errors = chunk, {}
+    values: list[Any] = []
+    append = values.append
+    for i, item in enumerate(items):
+        if i in errors:
+            append(None)
+            continue
         try:
-            append((True, process(value)))
+            append(process(item))
         except Exception as exc:  # user errors are data, per element
-            append((False, (stage, ExcInfo.capture(exc))))
-    return out
+            append(None)
+            errors[i] = (stage, ExcInfo.capture(exc))
+    return ChunkResult(values, errors)
 
 
 # A result row: (task_id, ok, value-or-ExcInfo, started, finished, cpu_seconds).
