@@ -27,6 +27,7 @@ import collections
 import contextlib
 import logging
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -55,13 +56,14 @@ class Admission:
         self.inflight = 0
         self.rejected = 0
 
-    def acquire(self, retry_after: float) -> None:
-        """Take a slot or raise `Overloaded` (429) with a Retry-After hint."""
+    def acquire(self, retry_after: Callable[[], float]) -> None:
+        """Take a slot or raise `Overloaded` (429) with a Retry-After hint (computed only then:
+        it reads the engine's statistics, too costly for every request)."""
         if self.inflight >= self.limit:
             self.rejected += 1
             raise Overloaded(
                 f"{self.inflight} requests are accepted and unfinished (limit {self.limit}); retry later",
-                retry_after=retry_after,
+                retry_after=retry_after(),
             )
         self.inflight += 1
 
@@ -113,7 +115,7 @@ class JobManager:
 
     # -- requests ----------------------------------------------------------------------------
 
-    def submit(self, item: Any, retry_after: float) -> str:
+    def submit(self, item: Any, retry_after: Callable[[], float]) -> str:
         """Accept a job (or raise `Overloaded`); it is in the journal before this returns."""
         self._admission.acquire(retry_after)
         key = uuid.uuid4().hex

@@ -106,7 +106,7 @@ async def submit_job(request: Request) -> JSONResponse:
     service = _service(request)
     jobs = service.require_jobs()
     item = await read_item(request, audio=service.audio)
-    key = jobs.submit(item, service.retry_after())
+    key = jobs.submit(item, service.retry_after)
     return JSONResponse({"id": key}, status_code=202, headers={"Location": f"/v1/jobs/{key}"})
 
 

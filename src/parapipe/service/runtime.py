@@ -127,7 +127,7 @@ class Service:
     async def run(self, item: Any, timeout: float | None = None) -> Any:
         """Process one item now and return its JSON-ready result (or raise its error)."""
         engine = self.require_engine()
-        self.admission.acquire(self.retry_after())
+        self.admission.acquire(self.retry_after)
         try:
             try:
                 future = engine.submit(item)

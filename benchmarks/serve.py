@@ -1,0 +1,258 @@
+"""The HTTP service under load: N concurrent clients against `parapipe serve` and a plain FastAPI app.
+
+Systems, each a real server process on a loopback port:
+  * parapipe, no-op graph: ``parapipe serve`` of one no-op stage with one replica per core;
+    clients POST ``/v1/run``. Also once at the highest concurrency with ``--max-queue 64``,
+    to show admission control refusing work (429 + Retry-After) instead of queueing it.
+  * FastAPI + ProcessPoolExecutor: the usual hand-written service, one ``run_in_executor``
+    per request into a pool of one process per core, same no-op function.
+  * parapipe, speech graph (when the audio extra, espeak-ng and sox are here): clients upload
+    a 4-second WAV; ``--max-queue 16``.
+
+Each client loops request -> response until the time is up (closed loop), honouring
+Retry-After on a 429. The clients run in this process (asyncio + httpx), on the same machine
+as the servers, so at high concurrency they compete with the server for the same cores.
+
+Usage: python benchmarks/serve.py [--clients 1 8 32 128] [--seconds 5] [--speech-seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import parapipe as pp
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+WORKERS = len(os.sched_getaffinity(0))
+HANG_SECONDS = 120.0
+"""After the measured time, how long the last requests may take before they count as errors."""
+
+
+def noop(item: Any) -> Any:
+    return item
+
+
+noop_graph = pp.stage(noop, name="noop", replicas=WORKERS)
+
+
+def speech_graph() -> Any:
+    from parapipe.audio import analysis_graph
+
+    return analysis_graph(max_seconds=60)
+
+
+def baseline_app() -> Any:
+    """The comparison: FastAPI calling a ProcessPoolExecutor in each request."""
+    from fastapi import FastAPI
+    from starlette.responses import JSONResponse
+
+    pool: dict[str, ProcessPoolExecutor] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any) -> AsyncIterator[None]:
+        pool["p"] = ProcessPoolExecutor(WORKERS)
+        pool["p"].submit(noop, 0).result()  # start the workers before the clients do
+        yield
+        pool["p"].shutdown()
+
+    app = FastAPI(lifespan=lifespan)
+
+    async def healthz(_: Any) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def run(request: Any) -> JSONResponse:
+        body = await request.json()
+        result = await asyncio.get_running_loop().run_in_executor(pool["p"], noop, body["item"])
+        return JSONResponse({"result": result})
+
+    # Plain request handlers: FastAPI's parameter parsing would add its own cost to the comparison.
+    app.add_route("/healthz", healthz, methods=["GET"])
+    app.add_route("/v1/run", run, methods=["POST"])
+    return app
+
+
+@dataclass
+class Load:
+    """What one closed-loop run measured."""
+
+    latencies: list[float] = field(default_factory=list)
+    errors: int = 0
+    rejected: int = 0
+    stuck: int = 0
+    seconds: float = 0.0
+
+    def row(self, system: str, clients: int) -> list[Any]:
+        lat = sorted(self.latencies)
+
+        def ms(q: float) -> str:
+            return f"{lat[min(len(lat) - 1, int(q * len(lat)))] * 1000:.1f}" if lat else "-"
+
+        rate = len(lat) / self.seconds if self.seconds else 0.0
+        return [system, clients, len(lat), f"{rate:.1f}", ms(0.50), ms(0.99), self.errors, self.rejected]
+
+
+async def closed_loop(url: str, clients: int, seconds: float, send: Callable[[Any], Awaitable[Any]]) -> Load:
+    """``clients`` tasks each sending requests back to back for ``seconds``."""
+    import httpx
+
+    from parapipe.client import NO_DELAY
+
+    load = Load()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=NO_DELAY)
+    async with httpx.AsyncClient(base_url=url, transport=transport, timeout=600) as http:
+        start = time.perf_counter()
+        deadline = start + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                try:
+                    response = await send(http)
+                except httpx.HTTPError:
+                    load.errors += 1
+                    continue
+                if response.status_code == 429:
+                    load.rejected += 1
+                    await asyncio.sleep(min(float(response.headers.get("retry-after", 1)), deadline - t0))
+                elif response.status_code != 200:
+                    load.errors += 1
+                else:
+                    load.latencies.append(time.perf_counter() - t0)
+
+        tasks = [asyncio.create_task(client()) for _ in range(clients)]
+        _, stuck = await asyncio.wait(tasks, timeout=seconds + HANG_SECONDS)
+        for task in stuck:  # a request that never came back counts as an error, not a wait forever
+            task.cancel()
+        load.errors += len(stuck)
+        load.stuck = len(stuck)
+        load.seconds = time.perf_counter() - start
+    return load
+
+
+@contextlib.contextmanager
+def server(command: list[str], ready_path: str, cwd: Path) -> Iterator[str]:
+    """A server process on an inherited loopback socket; yields its URL once ``ready_path`` is 200."""
+    import httpx
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    proc = subprocess.Popen(
+        [*command, "--fd", str(sock.fileno())], cwd=cwd, pass_fds=[sock.fileno()], stdout=subprocess.DEVNULL
+    )
+    sock.close()
+    try:
+        httpx.get(url + ready_path, timeout=300).raise_for_status()
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            proc.kill()  # its workers follow: they exit when their parent dies
+            proc.wait()
+
+
+def _parapipe(graph: str, *args: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "parapipe.service",
+        f"serve:{graph}",
+        "--journal",
+        ":memory:",
+        "--log-level",
+        "warning",
+        *args,
+    ]
+
+
+def _json_item(http: Any) -> Awaitable[Any]:
+    return http.post("/v1/run", json={"item": {"n": 1}})
+
+
+def bench_noop(clients: list[int], seconds: float) -> list[list[Any]]:
+    rows = []
+    systems = [
+        ("parapipe serve, no-op", _parapipe("noop_graph"), "/readyz?wait=60"),
+        (
+            "FastAPI + ProcessPoolExecutor, no-op",
+            [sys.executable, "-m", "uvicorn", "serve:baseline_app", "--factory", "--log-level", "warning"],
+            "/healthz",
+        ),
+        ("parapipe serve --max-queue 64, no-op", _parapipe("noop_graph", "--max-queue", "64"), "/readyz?wait=60"),
+    ]
+    for name, command, ready in systems:
+        levels = clients if "max-queue" not in name else clients[-1:]
+        with server(command, ready, HERE) as url:
+            asyncio.run(closed_loop(url, 8, 1.0, _json_item))  # warm-up: connections, first items
+            for n in levels:
+                rows.append(asyncio.run(closed_loop(url, n, seconds, _json_item)).row(name, n))
+    return rows
+
+
+def bench_speech(clients: list[int], seconds: float) -> list[list[Any]]:
+    """The speech graph on a corpus clip, or no rows when its tools are missing."""
+    missing = [t for t in ("espeak-ng", "sox") if shutil.which(t) is None]
+    try:
+        import faster_whisper  # noqa: F401
+    except ImportError:
+        missing.append("the audio extra")
+    if missing:
+        print(f"speech rows skipped: {', '.join(missing)} missing")
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, str(REPO / "scripts" / "make_corpus.py"), tmp], check=True, capture_output=True)
+        wav = (Path(tmp) / "test" / "alan_1.wav").read_bytes()
+
+        def upload(http: Any) -> Awaitable[Any]:
+            return http.post("/v1/run", files={"file": ("alan_1.wav", wav)})
+
+        rows = []
+        with server(_parapipe("speech_graph", "--max-queue", "16"), "/readyz?wait=60", HERE) as url:
+            asyncio.run(closed_loop(url, 2, 5.0, upload))  # warm-up
+            for n in clients:
+                load = asyncio.run(closed_loop(url, n, seconds, upload))
+                rows.append(load.row("parapipe serve, speech", n))
+                if load.stuck:
+                    print(f"speech: {load.stuck} requests never answered at {n} clients; later levels not run")
+                    break
+        return rows
+
+
+def main() -> None:
+    from _common import machine_line, print_table
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per no-op row")
+    parser.add_argument("--speech-seconds", type=float, default=20.0, help="measured seconds per speech row")
+    args = parser.parse_args()
+    rows = bench_noop(args.clients, args.seconds) + bench_speech(args.clients, args.speech_seconds)
+    print_table(
+        ["system", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors", "429"],
+        rows,
+        title="HTTP service under concurrent clients",
+        notes=[machine_line(), f"workers per system: {WORKERS}; clients run in one asyncio process on the same cores"],
+    )
+
+
+if __name__ == "__main__":
+    main()
