@@ -26,13 +26,14 @@ from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
 from .errors import ConfigError, EngineClosed, ItemError, StageError, TaskTimeout, WorkerDied
 from .graph import Node, as_graph, map_stages, stages
 from .journal import JobStore
+from .progress import NO_BAR as _NO_BAR
 from .progress import progress_bar
 from .recovery import JournaledSubmit, Keys, open_store
 from .resources import StageRequest, WorkerBudget, format_plan, plan_static, usable_cores
 from .scheduler import Job, compile_graph
 from .stage import Stage
 from .worker.pool import StagePool
-from .worker.protocol import Chunk
+from .worker.protocol import Chunk, ChunkResult
 
 __all__ = ["Engine"]
 
@@ -282,19 +283,34 @@ class Engine:
                 a changed order still resumes correctly.
             run: journal namespace, so several different maps can share one file.
         """
+        if journal is None and not progress:
+            # The fast path: units are lists, flattened at C speed (no generator hop per item).
+            units = self._map(iter(items), ordered, return_exceptions, max_inflight, _NO_BAR, None)
+            return itertools.chain.from_iterable(units)
+        return self._map_managed(items, ordered, progress, return_exceptions, max_inflight, journal, key, run)
+
+    def _map_managed(
+        self,
+        items: Iterable[Any],
+        ordered: bool,
+        progress: bool | str,
+        return_exceptions: bool,
+        max_inflight: int | None,
+        journal: str | os.PathLike[str] | JobStore | None,
+        key: Keys,
+        run: str,
+    ) -> Iterator[Any]:
+        """``map`` with a progress bar and/or a journal, both closed when the iteration ends."""
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-        if journal is None:
-            with progress_bar(progress, total) as bar:
-                yield from self._map(iter(items), ordered, return_exceptions, max_inflight, bar, None)
-            return
-        store, owned = open_store(journal, run)
+        store, owned = open_store(journal, run) if journal is not None else (None, False)
         try:
             with progress_bar(progress, total) as bar:
-                submit = JournaledSubmit(store, self._submit_keyed, key)
-                yield from self._map(iter(items), ordered, return_exceptions, max_inflight, bar, submit)
+                submit = JournaledSubmit(store, self._submit_keyed, key) if store is not None else None
+                for unit in self._map(iter(items), ordered, return_exceptions, max_inflight, bar, submit):
+                    yield from unit
         finally:
             if owned:
-                store.close()
+                store.close()  # type: ignore[union-attr]
 
     def _submit_keyed(self, item: Any, key: str, index: int, on_retry: Callable[[], None]) -> Future[Any]:
         return self._submit_job(item, key, index, on_retry)
@@ -307,7 +323,8 @@ class Engine:
         max_inflight: int | None,
         bar: Any,
         submit: Callable[[Any, int], Future[Any]] | None,
-    ) -> Iterator[Any]:
+    ) -> Iterator[Iterable[Any]]:
+        """Keep a bounded window of units in flight; yield each unit's outcomes in turn."""
         done: queue.SimpleQueue[int] = queue.SimpleQueue()
         units: dict[int, _Unit] = {}
         next_unit = next_out = first = 0
@@ -333,39 +350,38 @@ class Engine:
                     return
                 finished = done.get()
                 if not ordered:
-                    yield from self._expand(units.pop(finished), return_exceptions, bar)
+                    yield self._expand(units.pop(finished), return_exceptions, bar)
                     continue
                 while next_out in units and units[next_out].future.done():
-                    yield from self._expand(units.pop(next_out), return_exceptions, bar)
+                    yield self._expand(units.pop(next_out), return_exceptions, bar)
                     next_out += 1
         finally:
             for unit in units.values():
                 unit.future.cancel()
 
-    def _expand(self, unit: _Unit, return_exceptions: bool, bar: Any) -> Iterator[Any]:
-        """Yield a unit's outcomes; a chunk whose worker died is re-run item by item."""
+    def _expand(self, unit: _Unit, return_exceptions: bool, bar: Any) -> Iterable[Any]:
+        """A unit's outcomes, in order: a list when nothing failed (the common, fast case)."""
+        bar.update(len(unit.items))
         if len(unit.items) == 1:
-            bar.update(1)
-            yield _outcome(unit.future, return_exceptions)
-            return
+            return (_outcome(unit.future, return_exceptions),)
         try:
             rows = unit.future.result()
         except (WorkerDied, TaskTimeout):
             singles = [self._submit_job(x, None, index=unit.first + k) for k, x in enumerate(unit.items)]
-            for fut in singles:
-                bar.update(1)
-                yield _outcome(fut, return_exceptions)
-            return
-        bar.update(len(rows))
+            return [_outcome(fut, return_exceptions) for fut in singles]
         if not rows.errors:
-            yield from rows.values
-            return
+            return rows.values
+        return self._chunk_outcomes(unit.first, rows, return_exceptions)
+
+    @staticmethod
+    def _chunk_outcomes(first: int, rows: ChunkResult, return_exceptions: bool) -> Iterator[Any]:
+        """Values, with each failed element's `StageError` raised (or yielded) in its place."""
         for k, value in enumerate(rows.values):
             if k not in rows.errors:
                 yield value
                 continue
             stage, info = rows.errors[k]
-            err = StageError(stage, info.message, exc_type=info.type, traceback=info.traceback, index=unit.first + k)
+            err = StageError(stage, info.message, exc_type=info.type, traceback=info.traceback, index=first + k)
             if not return_exceptions:
                 raise err
             yield err

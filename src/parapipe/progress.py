@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["progress_bar"]
+__all__ = ["NO_BAR", "progress_bar"]
 
 
 class _NoBar:
@@ -14,11 +14,14 @@ class _NoBar:
         """Nothing to draw."""
 
 
+NO_BAR = _NoBar()
+
+
 @contextlib.contextmanager
 def progress_bar(progress: bool | str, total: int | None, unit: str = "item") -> Iterator[Any]:
     """A tqdm bar when ``progress`` is truthy (a string becomes its description), else a no-op."""
     if not progress:
-        yield _NoBar()
+        yield NO_BAR
         return
     from tqdm.auto import tqdm
 
