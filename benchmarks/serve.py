@@ -192,11 +192,7 @@ def bench_noop(clients: list[int], seconds: float) -> list[list[Any]]:
     rows = []
     systems = [
         ("parapipe serve, no-op", _parapipe("noop_graph"), "/readyz?wait=60"),
-        (
-            "FastAPI + ProcessPoolExecutor, no-op",
-            [sys.executable, "-m", "uvicorn", "serve:baseline_app", "--factory", "--log-level", "warning"],
-            "/healthz",
-        ),
+        ("FastAPI + ProcessPoolExecutor, no-op", [sys.executable, "serve.py", "--baseline"], "/healthz"),
         ("parapipe serve --max-queue 64, no-op", _parapipe("noop_graph", "--max-queue", "64"), "/readyz?wait=60"),
     ]
     for name, command, ready in systems:
@@ -210,6 +206,8 @@ def bench_noop(clients: list[int], seconds: float) -> list[list[Any]]:
 
 def bench_speech(clients: list[int], seconds: float) -> list[list[Any]]:
     """The speech graph on a corpus clip, or no rows when its tools are missing."""
+    if seconds <= 0:
+        return []
     missing = [t for t in ("espeak-ng", "sox") if shutil.which(t) is None]
     try:
         import faster_whisper  # noqa: F401
@@ -237,14 +235,27 @@ def bench_speech(clients: list[int], seconds: float) -> list[list[Any]]:
         return rows
 
 
+def run_baseline(fd: int) -> None:
+    """Serve `baseline_app` with uvicorn on an inherited socket, as `parapipe serve --fd` does."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(baseline_app(), log_level="warning"))
+    server.run(sockets=[socket.socket(fileno=fd)])
+
+
 def main() -> None:
     from _common import machine_line, print_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--fd", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per no-op row")
     parser.add_argument("--speech-seconds", type=float, default=20.0, help="measured seconds per speech row")
     args = parser.parse_args()
+    if args.baseline:
+        run_baseline(args.fd)
+        return
     rows = bench_noop(args.clients, args.seconds) + bench_speech(args.clients, args.speech_seconds)
     print_table(
         ["system", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors", "429"],

@@ -73,7 +73,7 @@ def serve(
         cors_origins=tuple(cors_origins),
         allowed_hosts=tuple(allowed_hosts) if allowed_hosts is not None else None,
     )
-    _run(_load(graph), config, {"host": host, "port": port, "fd": fd, "log_level": log_level}, engine_options)
+    _run(_load(graph), config, {"host": host, "port": port, "log_level": log_level}, fd, engine_options)
 
 
 def _socket_host(fd: int) -> str:
@@ -90,7 +90,9 @@ def _load(graph: Any) -> Any:
     return load_graph(graph)
 
 
-def _run(graph: Any, config: ServiceConfig, where: dict[str, Any], engine_options: Mapping[str, Any] | None) -> None:
+def _run(
+    graph: Any, config: ServiceConfig, where: dict[str, Any], fd: int | None, engine_options: Mapping[str, Any] | None
+) -> None:
     try:
         import uvicorn
 
@@ -117,6 +119,8 @@ def _run(graph: Any, config: ServiceConfig, where: dict[str, Any], engine_option
         server.should_exit = True
 
     service.on_failure = stop
-    server.run()
+    # Not uvicorn's own fd option: it takes every inherited socket for AF_UNIX, so asyncio
+    # leaves Nagle's algorithm on for TCP and each response waits ~40 ms for a delayed ACK.
+    server.run(sockets=[socket.socket(fileno=fd)] if fd is not None else None)
     if failures:
         raise failures[0]
