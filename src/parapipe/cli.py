@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import sys
@@ -13,23 +12,9 @@ from typing import Any
 
 import parapipe as pp
 
-__all__ = ["load_graph", "main"]
+from .graph import load_graph
 
-
-def load_graph(spec: str) -> Any:
-    """Import ``MODULE:NAME``; a callable that is not a stage or graph is called to build one."""
-    module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise pp.ConfigError(f"expected MODULE:GRAPH (e.g. myapp.graphs:pipeline), got {spec!r}")
-    sys.path.insert(0, ".")
-    obj: Any = importlib.import_module(module_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not isinstance(obj, (pp.Stage, pp.Pipeline, pp.Parallel)) and callable(obj):
-        built = obj()
-        if isinstance(built, (pp.Stage, pp.Pipeline, pp.Parallel)):
-            return built
-    return obj
+__all__ = ["main"]
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -101,6 +86,9 @@ def _register_optional(sub: Any) -> None:
         missing.set_defaults(func=lambda _args: _missing_extra("audio", reason))
     else:
         register(sub)
+    from .service.cli import add_serve_command  # cheap: FastAPI loads only when serving
+
+    add_serve_command(sub)
 
 
 def _missing_extra(extra: str, reason: str) -> int:

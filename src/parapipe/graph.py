@@ -6,13 +6,15 @@ Graphs nest: ``Pipeline(decode, Parallel(asr=A(), spk=B()), summarize)``.
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any, Union
 
 from .errors import GraphError
 from .stage import Stage, _FunctionStage
 
-__all__ = ["Node", "Parallel", "Pipeline", "iter_stages", "latency_tree", "map_stages", "stages"]
+__all__ = ["Node", "Parallel", "Pipeline", "iter_stages", "latency_tree", "load_graph", "map_stages", "stages"]
 
 Node = Union[Stage, "Pipeline", "Parallel"]
 Merge = Callable[[dict[str, Any]], Any]
@@ -124,3 +126,28 @@ def map_stages(node: Node, fn: Callable[[Stage], Stage]) -> Node:
     if isinstance(node, Pipeline):
         return Pipeline(*(map_stages(s, fn) for s in node.steps))
     return Parallel(merge=node.merge, **{k: map_stages(b, fn) for k, b in node.branches.items()})
+
+
+GRAPH_ALIASES = {"audio": "parapipe.audio.graph:analysis_graph"}
+"""Short names for graphs that ship with parapipe: ``parapipe serve audio``."""
+
+
+def load_graph(spec: str) -> Any:
+    """Import ``MODULE:NAME`` (or an alias such as ``audio``); a callable that is not a stage or
+    graph is called without arguments to build one (a graph factory)."""
+    spec = GRAPH_ALIASES.get(spec, spec)
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise GraphError(
+            f"expected MODULE:GRAPH (e.g. myapp.graphs:pipeline) or one of {list(GRAPH_ALIASES)}, got {spec!r}"
+        )
+    if "." not in sys.path:
+        sys.path.insert(0, ".")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not isinstance(obj, (Stage, Pipeline, Parallel)) and callable(obj):
+        built = obj()
+        if isinstance(built, (Stage, Pipeline, Parallel)):
+            return built
+    return obj

@@ -73,3 +73,12 @@ def test_decorated_function_stage_pickles_by_reference():
 def test_current_outside_a_worker_describes_the_process():
     ctx = pp.current()
     assert ctx.stage is None and ctx.cpus >= 1 and ctx.cores
+
+
+def test_load_graph_imports_specs_calls_factories_and_knows_aliases():
+    from parapipe.graph import load_graph
+
+    assert isinstance(load_graph("tests.integration._stages:signal_graph"), pp.Pipeline)
+    assert load_graph("parapipe._demo:graph").branches.keys() == {"transcribe", "speaker", "gender"}
+    with pytest.raises(pp.GraphError, match="MODULE:GRAPH"):
+        load_graph("no-colon")

@@ -85,7 +85,7 @@ def _socket_host(fd: int) -> str:
 def _load(graph: Any) -> Any:
     if not isinstance(graph, str):
         return graph
-    from ..cli import load_graph
+    from ..graph import load_graph
 
     return load_graph(graph)
 
