@@ -9,9 +9,10 @@ Systems, each a real server process on a loopback port:
   * parapipe, speech graph (when the audio extra, espeak-ng and sox are here): clients upload
     a 4-second WAV; ``--max-queue 16``.
 
-Each client loops request -> response until the time is up (closed loop), honouring
-Retry-After on a 429. The clients run in this process (asyncio + httpx), on the same machine
-as the servers, so at high concurrency they compete with the server for the same cores.
+Each client is one keep-alive connection looping request -> response until the time is up
+(closed loop), honouring Retry-After on a 429. The clients run in this process (asyncio
+streams and prebuilt requests, so the load generator stays cheap), on the same machine as
+the servers: at high concurrency they compete with the server for the same cores.
 
 Usage: python benchmarks/serve.py [--clients 1 8 32 128] [--seconds 5] [--speech-seconds 20]
 """
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,42 +107,59 @@ class Load:
         return [system, clients, len(lat), f"{rate:.1f}", ms(0.50), ms(0.99), self.errors, self.rejected]
 
 
-async def closed_loop(url: str, clients: int, seconds: float, send: Callable[[Any], Awaitable[Any]]) -> Load:
-    """``clients`` tasks each sending requests back to back for ``seconds``."""
-    import httpx
+def post(url: str, path: str, body: bytes, content_type: str) -> bytes:
+    """One HTTP/1.1 POST, ready to write on a keep-alive connection."""
+    host = url.removeprefix("http://")
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
 
-    from parapipe.client import NO_DELAY
 
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, float]:
+    """Send one request; (status, Retry-After or 0) once its whole response is read."""
+    writer.write(request)
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+    await reader.readexactly(int(headers.get("content-length", 0)))
+    return int(lines[0].split(" ", 2)[1]), float(headers.get("retry-after", 0))
+
+
+async def closed_loop(url: str, clients: int, seconds: float, request: bytes) -> Load:
+    """``clients`` connections each sending ``request`` back to back for ``seconds``.
+
+    A hand-written HTTP/1.1 client (asyncio streams, keep-alive, a prebuilt request): with a
+    general client library, a single process driving 128 connections measures the library.
+    """
     load = Load()
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    transport = httpx.AsyncHTTPTransport(limits=limits, socket_options=NO_DELAY)
-    async with httpx.AsyncClient(base_url=url, transport=transport, timeout=600) as http:
-        start = time.perf_counter()
-        deadline = start + seconds
+    host, port = url.removeprefix("http://").split(":")
+    start = time.perf_counter()
+    deadline = start + seconds
 
-        async def client() -> None:
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                try:
-                    response = await send(http)
-                except httpx.HTTPError:
-                    load.errors += 1
-                    continue
-                if response.status_code == 429:
+                status, retry_after = await _exchange(reader, writer, request)
+                if status == 429:
                     load.rejected += 1
-                    await asyncio.sleep(min(float(response.headers.get("retry-after", 1)), deadline - t0))
-                elif response.status_code != 200:
+                    await asyncio.sleep(min(retry_after, max(0.0, deadline - t0)))
+                elif status != 200:
                     load.errors += 1
                 else:
                     load.latencies.append(time.perf_counter() - t0)
+        finally:
+            writer.close()
 
-        tasks = [asyncio.create_task(client()) for _ in range(clients)]
-        _, stuck = await asyncio.wait(tasks, timeout=seconds + HANG_SECONDS)
-        for task in stuck:  # a request that never came back counts as an error, not a wait forever
-            task.cancel()
-        load.errors += len(stuck)
-        load.stuck = len(stuck)
-        load.seconds = time.perf_counter() - start
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    _, stuck = await asyncio.wait(tasks, timeout=seconds + HANG_SECONDS)
+    for task in stuck:  # a request that never came back counts as an error, not a wait forever
+        task.cancel()
+    load.errors += len(stuck) + sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
+    load.stuck = len(stuck)
+    load.seconds = time.perf_counter() - start
     return load
 
 
@@ -184,8 +202,8 @@ def _parapipe(graph: str, *args: str) -> list[str]:
     ]
 
 
-def _json_item(http: Any) -> Awaitable[Any]:
-    return http.post("/v1/run", json={"item": {"n": 1}})
+def _json_item(url: str) -> bytes:
+    return post(url, "/v1/run", b'{"item": {"n": 1}}', "application/json")
 
 
 def bench_noop(clients: list[int], seconds: float) -> list[list[Any]]:
@@ -198,9 +216,9 @@ def bench_noop(clients: list[int], seconds: float) -> list[list[Any]]:
     for name, command, ready in systems:
         levels = clients if "max-queue" not in name else clients[-1:]
         with server(command, ready, HERE) as url:
-            asyncio.run(closed_loop(url, 8, 1.0, _json_item))  # warm-up: connections, first items
+            asyncio.run(closed_loop(url, 8, 1.0, _json_item(url)))  # warm-up: connections, first items
             for n in levels:
-                rows.append(asyncio.run(closed_loop(url, n, seconds, _json_item)).row(name, n))
+                rows.append(asyncio.run(closed_loop(url, n, seconds, _json_item(url))).row(name, n))
     return rows
 
 
@@ -220,11 +238,9 @@ def bench_speech(clients: list[int], seconds: float) -> list[list[Any]]:
         subprocess.run([sys.executable, str(REPO / "scripts" / "make_corpus.py"), tmp], check=True, capture_output=True)
         wav = (Path(tmp) / "test" / "alan_1.wav").read_bytes()
 
-        def upload(http: Any) -> Awaitable[Any]:
-            return http.post("/v1/run", files={"file": ("alan_1.wav", wav)})
-
         rows = []
         with server(_parapipe("speech_graph", "--max-queue", "16"), "/readyz?wait=60", HERE) as url:
+            upload = post(url, "/v1/run", wav, "application/octet-stream")
             asyncio.run(closed_loop(url, 2, 5.0, upload))  # warm-up
             for n in clients:
                 load = asyncio.run(closed_loop(url, n, seconds, upload))
