@@ -30,8 +30,9 @@ def _service(request: Request) -> Service:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
-def authorize(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
-    """Every /v1 route and /metrics: a configured bearer key, or 401."""
+async def authorize(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
+    """Every /v1 route and /metrics: a configured bearer key, or 401. ``async`` so FastAPI does
+    not hand it to a thread pool: a thread hop per request costs more than the check."""
     check_key(request.headers, _service(request).config.api_keys)
 
 
@@ -94,11 +95,11 @@ async def metrics(request: Request) -> Response:
 
 
 @api.post("/run", tags=["run"], summary="Process one item and wait for its result", openapi_extra=_ITEM_BODY)
-async def run(request: Request) -> dict[str, Any]:
+async def run(request: Request) -> JSONResponse:
     service = _service(request)
     service.require_engine()  # 503 before reading a large body the engine cannot take
     item = await read_item(request, audio=service.audio)
-    return {"result": await service.run(item)}
+    return JSONResponse({"result": await service.run(item)})  # JSON-ready already: no re-encoding
 
 
 @api.post("/jobs", tags=["jobs"], status_code=202, summary="Queue one item as a job", openapi_extra=_ITEM_BODY)
