@@ -24,7 +24,6 @@ import parapipe as pp
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine_line, print_table
 
-
 WIDTH, DEPTH = 64, 48
 
 
