@@ -63,6 +63,21 @@ class BrokenSetup(pp.Stage):
         return item
 
 
+class GatedSetup(pp.Stage):
+    """Its setup waits on the gate named "setup", so a test sees the server while models load."""
+
+    name = "loading"
+
+    def setup(self) -> None:
+        gates = os.environ.get(GATE_ENV)
+        if gates:
+            with open(os.path.join(gates, "setup"), "rb") as fifo:
+                fifo.read(1)
+
+    def process(self, item: Any) -> Any:
+        return item
+
+
 echo = pp.stage(echo_item, name="echo")
 pipeline = pp.Pipeline(
     pp.stage(describe, name="describe"),
@@ -71,6 +86,7 @@ pipeline = pp.Pipeline(
 gated = pp.stage(gate, name="gate")
 unserializable = pp.stage(unjsonable, name="unjsonable")
 broken = BrokenSetup()
+loading = GatedSetup()
 
 
 def speech() -> Any:

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -36,7 +36,6 @@ class Server:
     url: str
     proc: subprocess.Popen[bytes]
     log: Path
-    args: list[str] = field(default_factory=list)
 
     def stop(self) -> int:
         """SIGTERM and wait for the graceful shutdown; returns the exit status."""
@@ -75,7 +74,7 @@ def start_server(
             env={**os.environ, **(env or {})},
         )
     sock.close()  # the server holds its own copy
-    server = Server(f"http://127.0.0.1:{port}", proc, log, list(args))
+    server = Server(f"http://127.0.0.1:{port}", proc, log)
     if wait_ready:
         wait_until_ready(server)
     return server
