@@ -6,6 +6,7 @@ Public API; everything not listed in ``__all__`` is internal and may change.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 from .context import WorkerContext, current
 from .engine import Engine
@@ -29,6 +30,8 @@ from .stage import Stage, stage
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "Client",
     "ConfigError",
     "Engine",
     "EngineClosed",
@@ -50,8 +53,20 @@ __all__ = [
     "stage",
 ]
 
+_LAZY = {"AsyncClient": "parapipe.client", "Client": "parapipe.client"}
+"""Names whose modules need an optional extra (httpx for the clients): imported on first use."""
+
 for _name in __all__:
     # Tracebacks and reprs show the public path (parapipe.StageError), not the private module.
-    with contextlib.suppress(AttributeError, TypeError):
-        globals()[_name].__module__ = "parapipe"
+    if _name not in _LAZY:
+        with contextlib.suppress(AttributeError, TypeError):
+            globals()[_name].__module__ = "parapipe"
 del _name
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'parapipe' has no attribute {name!r}")

@@ -340,7 +340,7 @@ class Engine:
                     if submit is not None:
                         future = submit(batch[0], first)
                     else:
-                        future = self._submit_job(batch[0] if size == 1 else Chunk(batch), None, index=first)
+                        future = self._submit_job(batch[0] if len(batch) == 1 else Chunk(batch), None, index=first)
                     unit = _Unit(first, batch, future)
                     unit.future.add_done_callback(lambda f, u=next_unit: done.put(u))
                     units[next_unit] = unit

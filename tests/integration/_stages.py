@@ -230,3 +230,12 @@ def hold_after_signal(a: Any) -> Any:
 
 
 shm_parent_graph = pp.Pipeline(scale, hold_after_signal)
+
+
+def blob(n: int) -> bytes:
+    """A 300 kB item: bigger than a socket buffer, smaller than the 1 MiB out-of-band threshold."""
+    return bytes([n % 256]) * 300_000
+
+
+def pass_blob(b: bytes) -> bytes:
+    return b[::-1]

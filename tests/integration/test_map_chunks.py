@@ -44,3 +44,15 @@ def test_poison_item_inside_a_chunk_fails_alone():
         out = list(engine.map(items, return_exceptions=True))
     assert isinstance(out[2500], pp.WorkerDied)
     assert out[:2500] == ["ok"] * 2500 and out[2501:] == ["ok"] * 499
+
+
+def test_a_last_chunk_of_one_item_is_unwrapped():
+    with pp.Engine(pp.stage(S.square)) as engine:
+        _warm_square(engine)
+        out = list(engine.map(range(engine._chunk_size() + 1)))
+    assert out == [i * i for i in range(len(out))]
+
+
+def _warm_square(engine: pp.Engine) -> None:
+    list(engine.map(range(50)))
+    assert engine._chunk_size() > 1

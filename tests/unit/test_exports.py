@@ -5,6 +5,8 @@ from __future__ import annotations
 import parapipe as pp
 
 PUBLIC = {
+    "AsyncClient",
+    "Client",
     "ConfigError",
     "Engine",
     "EngineClosed",
@@ -35,6 +37,10 @@ def test_all_is_exactly_the_public_api_and_sorted():
 def test_public_names_claim_the_public_module():
     assert pp.StageError.__module__ == "parapipe"
     assert pp.Engine.__module__ == "parapipe"
+
+
+def test_clients_load_lazily():
+    assert pp.Client.__name__ == "Client" and pp.AsyncClient.__name__ == "AsyncClient"
 
 
 def test_every_error_derives_from_the_root():

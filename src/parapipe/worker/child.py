@@ -80,7 +80,7 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> boo
     """
     parent = multiprocessing.parent_process()
     arena = transport.SegmentArena(owner_pid=parent.pid if parent is not None else None)
-    encode = functools.partial(transport.encode, arena=arena)
+    encode = functools.partial(transport.encode, arena=arena, threshold=P.PIPE_MESSAGE_LIMIT)
     retry_on = tuple(stage.retry_on)
     served = 0
     while True:

@@ -159,7 +159,9 @@ class StagePool:
         self._ctx = mp_context
         self._log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         self._stage_bytes = _pickle_stage(stage)
-        self._encode = functools.partial(transport.encode, arena=transport.SegmentArena())
+        self._encode = functools.partial(
+            transport.encode, arena=transport.SegmentArena(), threshold=P.PIPE_MESSAGE_LIMIT
+        )
         self._max_memory = parse_size(stage.max_memory)
         self._max_msgs = 1 if stage.timeout else _MAX_MSGS  # a deadline must time the item, not its wait
         self._lock = threading.Lock()

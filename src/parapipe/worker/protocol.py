@@ -24,6 +24,15 @@ BATCH = 7
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+PIPE_MESSAGE_LIMIT = 32 * 1024
+"""Largest message written to a worker's socket; anything bigger goes through shared memory.
+
+This is what rules out a deadlock: a reader thread may send the next task to its worker while
+that worker is sending a result back. If both messages were larger than the socket buffers
+(~200 kB), each side would block in send() waiting for the other to read. With every message
+under 32 KiB and at most two task messages in flight per worker, a worker's inbound buffer never
+fills, so the reader's send always completes."""
+
 RECYCLE_EXIT = 75
 """Exit code of a worker that retired on purpose (max_items_per_worker, max_memory between items)."""
 MEMORY_EXIT = 76
