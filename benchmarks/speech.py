@@ -47,7 +47,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,17 +55,13 @@ from typing import Any
 import psutil
 from _common import CpuMeter, cores_seen, machine_line, markdown_table, print_table
 
+from parapipe.worker.spawn import environment
+
 REPO = Path(__file__).resolve().parents[1]
 BRANCHES = ("transcribe", "speaker", "gender_age")
 KINDS = ("test", "multi", "format")
 """Corpus files that are analysed; enrolment clips go into the registry, broken ones are skipped."""
 READY_TIMEOUT_S = 600.0
-VAD_TIMEOUT_S = 600.0
-"""Work-around for a deadlock in parapipe's worker pool (see docs/benchmarks/speech.md): a stage
-whose items *and* results are pickled inline and larger than a socket buffer (the VAD: a 5-8 s
-clip in, the same clip out, 320-512 KB, under the 1 MiB shared-memory threshold) hangs once two
-items are in flight to its worker. A timeout makes the pool send one item at a time. 0 disables
-it (and, with the bug present, (f) hangs)."""
 
 
 # --------------------------------------------------------------------------- model helpers
@@ -345,13 +341,10 @@ class EngineHost:
     def __init__(self, opts: dict[str, Any], marks: dict[str, float]) -> None:
         import parapipe as pp
         from parapipe.audio import analysis_graph
-        from parapipe.graph import map_stages
 
         marks["imported"] = time.monotonic()
         options = {k: opts["warmup"] if v == "<warmup>" else v for k, v in opts["engine"].items()}
         graph = analysis_graph(voices=opts["voices"])
-        if VAD_TIMEOUT_S:
-            graph = map_stages(graph, lambda s: s.options(timeout=VAD_TIMEOUT_S) if s.stage_name == "vad" else s)
         self.engine = pp.Engine(graph, **options).start()
         marks["loaded"] = time.monotonic()
         self.engine.run(opts["warmup"][0])
@@ -416,21 +409,6 @@ def _host_main(kind: str, conn: Any, opts: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------- driver side
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    """Set variables for a child about to be started, then restore ours."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 @dataclass
 class Host:
     """The driver's handle on one host process."""
@@ -449,7 +427,7 @@ class Host:
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=_host_main, args=(self.kind, child, self.opts), name=self.label)
         t0 = time.monotonic()
-        with _environment(self.env):
+        with environment(self.env):
             self.proc.start()
         self.info = self._answer(READY_TIMEOUT_S)
         marks = self.info.pop("marks")
@@ -816,7 +794,6 @@ def print_report(rep: dict[str, Any], files: list[str], labels: dict[str, dict[s
         + "/".join(f"{p.meter.wall / x:.2f}" for p, x in zip(totals["f"].passes, round_limits, strict=True))
         + f"); best other row: {VARIANTS[best]} "
         f"({totals[best].wall:.1f} s), (f)'s speedup over it: {totals[best].wall / totals['f'].wall:.2f}x",
-        f"(f) runs with Segment().options(timeout={VAD_TIMEOUT_S:.0f}) to dodge a pool deadlock: see the docs",
     ])
 
     print()
