@@ -26,7 +26,7 @@ then every variant chunk 2, and so on; a row adds up its rounds. A lone-file sec
 single files end to end, adding parapipe with mode="latency" and parapipe with its defaults.
 Quality (WER, gender, speaker identification) is checked against labels.json for every row.
 
-Usage: python benchmarks/speech.py [--files N] [--rounds R] [--lone K] [--quick]
+Usage: python benchmarks/speech.py [--files N] [--rounds R] [--lone K] [--json PATH] [--quick]
 Explained in docs/benchmarks/speech.md.
 """
 
@@ -721,7 +721,7 @@ def run_all(tmp: Path, files: list[str], lone_files: list[str], warm: list[str],
         names = list(lone)
         for k, f in enumerate(lone_files):  # interleaved per file, so load elsewhere hits every variant alike
             _say(f"lone file {Path(f).name} ...")
-            with CpuMeter() as meter:
+            with CpuMeter(pid for h in hosts.values() for pid in h.pids) as meter:  # all ours, none "other"
                 for v in names[k % len(names):] + names[: k % len(names)]:
                     seconds, _ = hosts[host_of[v]].call("lone", v, f)
                     lone[v].append(seconds)
