@@ -19,45 +19,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .config import ServiceConfig
-from .errors import (
-    BadRequest,
-    Forbidden,
-    InsecureBind,
-    JobCancelled,
-    JobConflict,
-    JobNotFound,
-    NotReady,
-    Overloaded,
-    RequestTimeout,
-    ResultNotSerializable,
-    ServiceError,
-    Unauthorized,
-    Unreachable,
-)
+from . import errors as _errors
+from .config import ServiceConfig as ServiceConfig
+from .errors import *  # noqa: F403 - the error types are part of this package's API
 
 if TYPE_CHECKING:
-    from .app import create_app
-    from .server import serve
+    from .app import create_app as create_app
+    from .server import serve as serve
 
-__all__ = [
-    "BadRequest",
-    "Forbidden",
-    "InsecureBind",
-    "JobCancelled",
-    "JobConflict",
-    "JobNotFound",
-    "NotReady",
-    "Overloaded",
-    "RequestTimeout",
-    "ResultNotSerializable",
-    "ServiceConfig",
-    "ServiceError",
-    "Unauthorized",
-    "Unreachable",
-    "create_app",
-    "serve",
-]
+__all__ = sorted([*_errors.__all__, "ServiceConfig", "create_app", "serve"])
 
 _LAZY = {"create_app": ".app", "serve": ".server"}
 
