@@ -1,6 +1,8 @@
 """Routes one item through a graph of stage pools by continuation: no thread per item.
 
-Each graph node becomes a small object with ``run(value, job, done)``. A stage node submits to
+Each graph node becomes a small object with ``run(value, job, done)``. Between stages a large
+value stays a `transport.Packed` (the next stage's worker maps its segments); it is decoded here
+only for a merge and for the job's final result. A stage node submits to
 its pool and continues in the pool's reader thread when the result arrives; a sequence chains
 its children; a parallel node starts every branch at once and merges when the last one lands.
 The first failure of any branch finishes the job; work of its siblings still queued is dropped
@@ -14,9 +16,10 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .errors import StageError
+from .errors import StageError, TransportError
 from .graph import Node, Parallel, Pipeline
 from .stage import Stage
+from .transport import unpacked
 from .worker.pool import StagePool, Task
 from .worker.protocol import ChunkResult, ExcInfo
 
@@ -46,6 +49,11 @@ class Job:
         if self.finished:
             return
         self.finished = True
+        if ok:
+            try:
+                value = unpacked(value)
+            except TransportError as exc:  # its segment is gone: this item's error, not a hang
+                ok, value = False, exc
         if self.future.set_running_or_notify_cancel():
             if ok:
                 self.future.set_result(value)
@@ -107,7 +115,7 @@ class _ParNode:
                 done(True, self._merge_chunk(results))
             else:
                 try:
-                    merged = self.merge(results)
+                    merged = self.merge({name: unpacked(r) for name, r in results.items()})
                 except Exception as exc:  # a merge error is this item's error
                     info = ExcInfo.capture(exc)
                     error = StageError(

@@ -5,7 +5,8 @@ every byte through the kernel in 64 KiB chunks (about 100 MB/s). Here pickle pro
 takes large buffers *out of band*: each is written once into its own file in ``/dev/shm``
 (a *segment*), the message through the pipe carries only its name, and the receiver maps
 the file so that numpy arrays come back as views on the mapping. A contiguous array
-parent -> worker -> parent costs two copies: one ``write`` into a segment on each way out.
+parent -> worker -> parent costs two copies: one ``write`` into a segment on each way out,
+and none of its bytes crosses the pipe.
 
 Messages::
 
@@ -19,8 +20,14 @@ Lifecycle, owned by the parent, which sees every message:
 * The parent calls ``release(segment_names(msg))`` once every process that needs ``msg``
   has decoded it (typically when the task that consumed it is finished). Release unlinks
   the files; mappings already open stay valid and the memory goes when the last view dies.
-* A message may be decoded any number of times and forwarded untouched (stage A -> B
-  without a trip through the parent's memory).
+* A message may be decoded any number of times and forwarded untouched. A worker wraps a
+  large result in a `Packed` (its message, still encoded); the parent hands the `Packed` to
+  the next stage as it is, so an array goes from stage A's segment straight into stage B's
+  mapping and its bytes never enter the parent. The parent decodes a `Packed` only where
+  it needs the value itself: a merge, or the job's final result.
+* A `Packed` the parent received *owns* its segments (`Packed.adopt`): they are released when
+  the last reference to it goes, i.e. when no task that may still send it (a retry, a
+  sibling branch) holds it.
 * ``sweep(pid)`` removes every segment of one owner: workers call it from their
   parent-death watchdog, the engine on close. ``sweep_dead()`` removes the segments of
   owners that no longer run: the engine calls it at start, after a SIGKILLed parent.
@@ -41,14 +48,25 @@ Design choices, each a bug avoided:
 * The pid namespace is part of the name: containers of one Kubernetes pod share
   ``/dev/shm`` but not pids, and ``sweep_dead`` must not take another container's
   live segments for a dead process's leftovers.
-* Segments are not reused: a receiver's arrays are views on the segment and live as long
-  as user code keeps them, which no sender can see, so overwriting a segment could change
-  data under a live array. (Reuse would save the page allocation, measured in
-  ``benchmarks/transport_micro.py``; it would need receivers to report unmapped segments.)
+* A fresh segment costs more in the kernel handing out new pages than in the copy
+  (``benchmarks/transport_micro.py``), so pages are reused, but only when it is safe: a
+  receiver's arrays are views on the segment and live as long as user code keeps them,
+  and MAP_PRIVATE pages not yet written still show later writes to the file. So a
+  segment is overwritten only after its one reader said it unmapped it: workers note
+  every mapping that dies (`track_unmapped`) and report the names with their next
+  results; the parent hands those it created to `SegmentArena.recycle`. A recycled
+  segment is renamed when reused, so a stale message naming it finds nothing rather
+  than new data. Segments a worker creates have several possible readers (the parent,
+  the next stages), so they are not recycled; instead the worker's arena keeps a *spare*:
+  after each large store a background thread allocates an empty segment of the same size
+  (``posix_fallocate`` releases the GIL) while the process computes or waits, and the next
+  store only copies into it. A spare is named for the process that made it, so the engine
+  can remove a dead worker's spare; `sweep` removes spares too.
 """
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import functools
 import io
@@ -60,6 +78,7 @@ import pickle
 import re
 import secrets
 import struct
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -69,14 +88,18 @@ __all__ = [
     "DEFAULT_THRESHOLD",
     "SEGMENT_PREFIX",
     "SHM_DIR",
+    "Packed",
     "SegmentArena",
     "TransportError",
     "decode",
     "encode",
+    "pack",
     "release",
     "segment_names",
     "sweep",
     "sweep_dead",
+    "sweep_spares",
+    "unpacked",
 ]
 
 SHM_DIR = "/dev/shm"
@@ -89,6 +112,14 @@ _HEAD = struct.Struct("<4sBI")
 _ENTRY = struct.Struct("<QB")
 _PICKLE_IN_SEGMENT = 1
 _NAME = re.compile(r"parapipe-(\d+)-([0-9a-f]+)-[0-9a-f]{16}")
+_ANY_NAME = re.compile(r"parapipe-(\d+)-([0-9a-f]+)-(?:[0-9a-f]{16}|spare-(\d+)-[0-9a-f]{8})")
+"""A segment, or a spare (``spare-<maker pid>-...``) that is not a segment yet."""
+_SPARE_MIN = 1 << 20
+"""Smaller segments cost less to allocate than handing the work to another thread."""
+_MAX_FREE_BYTES = 256 << 20
+"""Recycled segments an arena keeps for reuse, in bytes; more are unlinked."""
+_SPARE_HEADROOM = 4
+"""Keep a spare only while /dev/shm has this many times its size free: data comes first."""
 
 _log = logging.getLogger(__name__)
 
@@ -121,35 +152,90 @@ _PID_NAMESPACE = _pid_namespace()
 class SegmentArena:
     """Creates the segment files of one process, named for the engine that owns them.
 
-    Each stored buffer gets a fresh segment (see the module docstring for why none is
-    reused). Safe to share between threads; the counters are statistics only.
+    A segment is overwritten only once every process that mapped it said it unmapped it
+    (`recycle`); see the module docstring. With ``spare=True`` the arena also keeps one
+    empty segment ready for the next store of the last size. `close` removes what it kept.
+    Safe to share between threads; the counters are statistics only.
 
     Args:
         owner_pid: the engine's pid. Workers pass their parent's pid so that the engine's
             sweeps find the segments they create. Defaults to this process.
+        spare: prepare the next segment in a background thread.
     """
 
-    def __init__(self, owner_pid: int | None = None) -> None:
+    def __init__(self, owner_pid: int | None = None, *, spare: bool = False) -> None:
         self.owner_pid = os.getpid() if owner_pid is None else owner_pid
         self._prefix = f"{SEGMENT_PREFIX}{self.owner_pid}-{_PID_NAMESPACE:x}-"
         self.segments_created = 0
         self.bytes_written = 0
+        self.segments_reused = 0
+        """Stores that overwrote a recycled segment or filled a spare: no fresh pages."""
+        self._spare = _Spares(self._prefix) if spare else None
+        self._free: list[tuple[int, str]] = []
+        self._free_lock = threading.Lock()
 
     def store(self, data: memoryview) -> str:
         """Write ``data`` (one-dimensional, bytes) into a new segment and return its name."""
         name = self._prefix + secrets.token_hex(8)
         path = os.path.join(SHM_DIR, name)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        reused = self._take_free(data.nbytes) or (self._spare.take() if self._spare is not None else None)
+        # A new name for old pages: a stale message naming the old one finds nothing.
+        if reused is not None and _rename(reused, path):
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+            self.segments_reused += 1
+        else:
+            reused = None
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             _write_all(fd, data)
+            if reused is not None:
+                os.ftruncate(fd, data.nbytes)  # it was larger
         except BaseException:
             _unlink(path)
             raise
         finally:
             os.close(fd)
+        if self._spare is not None and data.nbytes >= _SPARE_MIN and not self._free:
+            self._spare.request(data.nbytes)
         self.segments_created += 1
         self.bytes_written += data.nbytes
         return name
+
+    def recycle(self, names: Iterable[str]) -> None:
+        """Keep segments of this arena that no process maps any more, to overwrite; unlink
+        those beyond `_MAX_FREE_BYTES`. The caller vouches that nobody maps them."""
+        for name in names:
+            path = _segment_path(name)
+            if not name.startswith(self._prefix):
+                continue
+            try:
+                size = os.stat(path).st_size
+            except FileNotFoundError:
+                continue
+            with self._free_lock:
+                if size + sum(n for n, _ in self._free) <= _MAX_FREE_BYTES:
+                    self._free.append((size, path))
+                    continue
+            _unlink(path)
+
+    def _take_free(self, nbytes: int) -> str | None:
+        """The smallest kept segment that holds ``nbytes`` (else the largest: fewer new pages)."""
+        with self._free_lock:
+            if not self._free:
+                return None
+            fits = [entry for entry in self._free if entry[0] >= nbytes]
+            entry = min(fits) if fits else max(self._free)
+            self._free.remove(entry)
+            return entry[1]
+
+    def close(self) -> None:
+        """Stop preparing spares and remove the segments kept for reuse."""
+        if self._spare is not None:
+            self._spare.close()
+        with self._free_lock:
+            kept, self._free = self._free, []
+        for _, path in kept:
+            _unlink(path)
 
     def _store_all(self, sources: list[memoryview]) -> list[str]:
         """Store every buffer, or none: a failure unlinks those already written."""
@@ -161,6 +247,92 @@ class SegmentArena:
             release(names)
             raise
         return names
+
+
+class _Spares:
+    """One empty segment, prepared by a daemon thread for the next `SegmentArena.store`."""
+
+    def __init__(self, prefix: str) -> None:
+        self._prefix = f"{prefix}spare-{os.getpid()}-"
+        self._cond = threading.Condition()
+        self._ready: str | None = None
+        self._wanted = 0
+        self._busy = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    def take(self) -> str | None:
+        """The ready spare, waiting for one being made: finishing it costs less than a fresh
+        segment, and a fresh one would compete with it for the CPU."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._busy)
+            path, self._ready = self._ready, None
+            return path
+
+    def request(self, nbytes: int) -> None:
+        with self._cond:
+            if self._closed or self._ready is not None:
+                return
+            self._wanted = nbytes
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="parapipe-shm-spare", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def settle(self, timeout: float) -> bool:
+        """Wait until no spare is being made; True if one is ready."""
+        with self._cond:
+            self._cond.wait_for(lambda: not (self._wanted or self._busy), timeout)
+            return self._ready is not None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            path, self._ready = self._ready, None
+            thread = self._thread
+            self._cond.notify_all()
+        if thread is not None:
+            thread.join()
+        if path is not None:
+            _unlink(path)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed and not (self._wanted and self._ready is None):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                nbytes, self._wanted, self._busy = self._wanted, 0, True
+            path = self._make(nbytes)
+            with self._cond:
+                self._busy = False
+                if self._closed or self._ready is not None:
+                    if path is not None:
+                        _unlink(path)
+                else:
+                    self._ready = path
+                    self._wanted = 0  # a request made meanwhile is served by this one
+                self._cond.notify_all()
+
+    def _make(self, nbytes: int) -> str | None:
+        """A file of ``nbytes`` with its pages allocated, or None if /dev/shm is short."""
+        try:
+            st = os.statvfs(SHM_DIR)
+            if st.f_bavail * st.f_frsize < _SPARE_HEADROOM * nbytes:
+                return None
+            path = os.path.join(SHM_DIR, self._prefix + secrets.token_hex(4))
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        except OSError:
+            return None
+        try:
+            os.posix_fallocate(fd, 0, nbytes)
+        except OSError:
+            _unlink(path)
+            return None
+        finally:
+            os.close(fd)
+        return path
 
 
 def encode(obj: Any, *, arena: SegmentArena, threshold: int = DEFAULT_THRESHOLD) -> bytes:
@@ -207,23 +379,96 @@ def segment_names(data: bytes | bytearray | memoryview) -> list[str]:
     return [name for name, _ in _parse(data)[1]]
 
 
+def track_unmapped() -> None:
+    """From now on note every segment this process unmaps (a worker calls it at start)."""
+    _Mapping.unmapped = collections.deque()
+
+
+def drain_unmapped() -> list[str]:
+    """Segments this process has stopped mapping since the last call: their senders may
+    `SegmentArena.recycle` them. Empty unless `track_unmapped` was called."""
+    queue = _Mapping.unmapped
+    if not queue:
+        return []
+    out = []
+    while queue:
+        out.append(queue.popleft())
+    return out
+
+
 def release(names: Iterable[str]) -> int:
     """Unlink segments; open mappings stay valid. Returns how many existed (idempotent)."""
     return sum(_unlink(_segment_path(name)) for name in names)
 
 
 def sweep(owner_pid: int) -> int:
-    """Unlink every segment owned by ``owner_pid`` in this pid namespace; returns the count."""
+    """Unlink every segment (and spare) owned by ``owner_pid`` in this pid namespace; returns the count."""
     return sum(
-        _unlink(os.path.join(SHM_DIR, name)) for name, pid in _our_segments() if pid == owner_pid
+        _unlink(os.path.join(SHM_DIR, name)) for name, pid, _ in _our_segments() if pid == owner_pid
     )
+
+
+def sweep_spares(maker_pid: int) -> int:
+    """Unlink the spare a process made and can no longer use (it died); returns the count."""
+    return sum(_unlink(os.path.join(SHM_DIR, name)) for name, _, maker in _our_segments() if maker == maker_pid)
 
 
 def sweep_dead() -> int:
     """Unlink the segments of owners that no longer run (left by a SIGKILLed engine)."""
     segments = _our_segments()
-    dead = {pid for pid in {pid for _, pid in segments} if not _alive(pid)}
-    return sum(_unlink(os.path.join(SHM_DIR, name)) for name, pid in segments if pid in dead)
+    dead = {pid for pid in {pid for _, pid, _ in segments} if not _alive(pid)}
+    return sum(_unlink(os.path.join(SHM_DIR, name)) for name, pid, _ in segments if pid in dead)
+
+
+_SMALL_TYPES = frozenset({int, float, bool, type(None), complex})
+
+
+def pack(obj: Any, *, arena: SegmentArena, threshold: int = DEFAULT_THRESHOLD) -> Any:
+    """``obj`` as a `Packed` when it needs shared memory, else ``obj`` itself.
+
+    A value that pickles small stays as it is (the enclosing message carries it); a large one
+    is encoded once, here, so that whoever receives it can pass it on without decoding it.
+    """
+    if type(obj) in _SMALL_TYPES:
+        return obj
+    data = encode(obj, arena=arena, threshold=threshold)
+    return Packed(data) if data[:4] == _MAGIC else obj
+
+
+class Packed:
+    """A value still in its `encode` form, whose large buffers sit in segments.
+
+    Pickling a `Packed` sends only its small message (segment names and the in-band pickle),
+    which is how a large result moves from one stage's worker to the next one's without the
+    parent reading or writing its bytes. `unpack` rebuilds the value (views on the segments).
+    """
+
+    __slots__ = ("_names", "data")
+    _release = staticmethod(release)  # held by the class: module globals may be gone at exit
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self._names: list[str] = []
+
+    def unpack(self) -> Any:
+        return decode(self.data)
+
+    def adopt(self) -> Packed:
+        """Make this object the owner of its segments: they are released when it dies."""
+        self._names = segment_names(self.data)
+        return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Packed, (self.data,))
+
+    def __del__(self) -> None:
+        if self._names:
+            self._release(self._names)
+
+
+def unpacked(value: Any) -> Any:
+    """The value itself, whether or not it arrived as a `Packed`."""
+    return value.unpack() if type(value) is Packed else value
 
 
 class _OutOfBand:
@@ -305,15 +550,18 @@ def _parse(data: bytes | bytearray | memoryview) -> tuple[int, list[tuple[str, i
 class _Mapping:
     """One private mapping of a segment, exported to numpy through ``__array_interface__``.
 
-    Every array or memoryview built on it keeps it alive; the last one to die unmaps it.
+    Every array or memoryview built on it keeps it alive; the last one to die unmaps it
+    and, in a process that `track_unmapped`, notes the segment's name.
     """
 
-    __slots__ = ("__array_interface__", "_address", "_length")
+    __slots__ = ("__array_interface__", "_address", "_length", "_name")
     _munmap = _libc.munmap  # held by the class: module globals may be gone at exit
+    unmapped: collections.deque[str] | None = None
 
-    def __init__(self, address: int, length: int) -> None:
+    def __init__(self, address: int, length: int, name: str) -> None:
         self._address = address
         self._length = length
+        self._name = name
         self.__array_interface__ = {
             "data": (address, False),
             "shape": (length,),
@@ -323,6 +571,8 @@ class _Mapping:
 
     def __del__(self) -> None:
         self._munmap(self._address, self._length)
+        if _Mapping.unmapped is not None:
+            _Mapping.unmapped.append(self._name)
 
 
 def _map(name: str, nbytes: int) -> memoryview:
@@ -344,7 +594,7 @@ def _map(name: str, nbytes: int) -> memoryview:
     if address in (None, _MAP_FAILED):
         errno = ctypes.get_errno()
         raise OSError(errno, f"mmap of {name}: {os.strerror(errno)}")
-    mapping = _Mapping(address, nbytes)
+    mapping = _Mapping(address, nbytes, name)
     import numpy  # a dependency of parapipe; imported only once a segment arrives
 
     return memoryview(numpy.asarray(mapping))
@@ -384,6 +634,14 @@ def _segment_path(name: str) -> str:
     return os.path.join(SHM_DIR, name)
 
 
+def _rename(source: str, target: str) -> bool:
+    try:
+        os.rename(source, target)
+    except FileNotFoundError:  # swept meanwhile
+        return False
+    return True
+
+
 def _unlink(path: str) -> bool:
     try:
         os.unlink(path)
@@ -392,17 +650,18 @@ def _unlink(path: str) -> bool:
     return True
 
 
-def _our_segments() -> list[tuple[str, int]]:
-    """(name, owner pid) of every segment in ``SHM_DIR`` from this pid namespace."""
+def _our_segments() -> list[tuple[str, int, int | None]]:
+    """(name, owner pid, maker pid of a spare or None) of every segment and spare in
+    ``SHM_DIR`` from this pid namespace."""
     try:
         names = os.listdir(SHM_DIR)
     except FileNotFoundError:
         return []
     found = []
     for name in names:
-        match = _NAME.fullmatch(name)
+        match = _ANY_NAME.fullmatch(name)
         if match and int(match[2], 16) == _PID_NAMESPACE:
-            found.append((name, int(match[1])))
+            found.append((name, int(match[1]), int(match[3]) if match[3] else None))
     return found
 
 

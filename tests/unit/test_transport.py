@@ -76,6 +76,100 @@ def big_array(mib: int = 32, seed: int = 0) -> np.ndarray:
 # --- round trips -----------------------------------------------------------------------
 
 
+def test_a_spare_segment_takes_the_next_store() -> None:
+    arena = SegmentArena(spare=True)
+    assert arena._spare is not None
+    first = encode(big_array(4, seed=1), arena=arena)
+    assert arena._spare.settle(60)
+    assert len(ours()) == 2  # the segment and the spare made for the next store
+    smaller = big_array(3, seed=2)
+    second = encode(smaller, arena=arena)
+    assert arena.segments_reused == 1
+    [name] = segment_names(second)
+    assert os.stat(os.path.join(transport.SHM_DIR, name)).st_size == smaller.nbytes
+    assert checksum(decode(second)) == checksum(smaller)
+    release(segment_names(first) + segment_names(second))
+    assert arena._spare.settle(60)
+    arena.close()  # removes the spare made after the second store
+    assert ours() == []
+
+
+def test_unmapped_segments_are_reported_and_recycled(arena: SegmentArena) -> None:
+    transport.track_unmapped()
+    try:
+        first = encode(big_array(4, seed=1), arena=arena)
+        [old] = segment_names(first)
+        a = decode(first)
+        assert transport.drain_unmapped() == []  # still mapped
+        del a
+        assert transport.drain_unmapped() == [old]
+        arena.recycle([old])
+        smaller = big_array(2, seed=2)
+        second = encode(smaller, arena=arena)
+        assert arena.segments_reused == 1
+        assert old not in os.listdir(transport.SHM_DIR)  # renamed: a stale message finds nothing
+        with pytest.raises(TransportError):
+            decode(first)
+        assert checksum(decode(second)) == checksum(smaller)
+        release(segment_names(second))
+    finally:
+        transport._Mapping.unmapped = None
+
+
+def test_recycling_keeps_a_bounded_amount(monkeypatch: pytest.MonkeyPatch, arena: SegmentArena) -> None:
+    monkeypatch.setattr(transport, "_MAX_FREE_BYTES", 5 * MIB)
+    names = [n for i in range(3) for n in segment_names(encode(big_array(2, seed=i), arena=arena))]
+    arena.recycle(names)
+    assert len(ours()) == 2  # two 2 MiB segments fit in 5 MiB; the third was unlinked
+    arena.recycle(["parapipe-1-0-0123456789abcdef"])  # another arena's: ignored
+    arena.close()
+    assert ours() == []
+
+
+def test_no_spare_when_shared_memory_is_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(transport, "_SPARE_HEADROOM", 1 << 40)
+    arena = SegmentArena(spare=True)
+    msg = encode(big_array(2), arena=arena)
+    assert arena._spare is not None and not arena._spare.settle(60)
+    assert ours() == segment_names(msg)
+    release(segment_names(msg))
+    arena.close()
+
+
+def test_small_stores_ask_for_no_spare() -> None:
+    arena = SegmentArena(spare=True)
+    msg = encode(np.ones(1000, np.float32), arena=arena, threshold=1024)
+    assert arena._spare is not None and not arena._spare.settle(60)
+    release(segment_names(msg))
+    arena.close()
+
+
+def test_pack_keeps_small_values_and_wraps_large_ones(arena: SegmentArena) -> None:
+    small = {"text": "hello", "n": [1, 2, 3]}
+    assert transport.pack(small, arena=arena) is small
+    assert transport.pack(7, arena=arena) == 7
+    a = big_array(4)
+    packed = transport.pack({"audio": a}, arena=arena).adopt()
+    assert type(packed) is transport.Packed
+    wire = pickle.dumps(packed, protocol=5)
+    assert len(wire) < 1024  # only names travel; the array stays in its segment
+    assert checksum(transport.unpacked(pickle.loads(wire))["audio"]) == checksum(a)
+    assert len(ours()) == 1
+    del packed
+    gc.collect()
+    assert ours() == []  # the owner released its segment when it died
+
+
+def test_a_received_packed_does_not_release_what_it_does_not_own(arena: SegmentArena) -> None:
+    owner = transport.pack(big_array(2), arena=arena).adopt()
+    copy = pickle.loads(pickle.dumps(owner))
+    del copy
+    gc.collect()
+    assert len(ours()) == 1
+    del owner
+    gc.collect()
+
+
 def test_32mib_float32_goes_through_one_segment(arena: SegmentArena) -> None:
     a = big_array()
     msg = encode(a, arena=arena)
@@ -357,6 +451,15 @@ def _create_and_hang(conn: Connection, owner_pid: int | None) -> None:
     conn.recv()
 
 
+def _store_and_keep_a_spare(conn: Connection, owner_pid: int) -> None:
+    """Child: one large store, so a spare is made; report it, then wait to be killed."""
+    arena = SegmentArena(owner_pid, spare=True)
+    names = segment_names(encode(big_array(2), arena=arena))
+    assert arena._spare is not None and arena._spare.settle(60)
+    conn.send(names)
+    conn.recv()
+
+
 @pytest.fixture
 def spawn() -> mp.context.SpawnContext:
     return mp.get_context("spawn")
@@ -415,6 +518,21 @@ def test_sweep_dead_takes_dead_owners_only(arena: SegmentArena, spawn: Any) -> N
     assert ours(proc.pid) == []
     assert ours() == segment_names(mine)  # a live owner keeps its segments
     release(segment_names(mine))
+
+
+def test_sweep_spares_takes_a_dead_makers_spare_only(spawn: Any) -> None:
+    parent, child = spawn.Pipe()
+    proc = spawn.Process(target=_store_and_keep_a_spare, args=(child, os.getpid()))
+    proc.start()
+    names = parent.recv()
+    spare = [n for n in ours() if n not in names]
+    assert len(spare) == 1 and f"-spare-{proc.pid}-" in spare[0]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert transport.sweep_spares(os.getpid()) == 0  # not a maker
+    assert transport.sweep_spares(proc.pid) == 1
+    assert ours() == names  # the segment it sent is data, not a spare
+    release(names)
 
 
 def test_sweep_dead_counts_a_zombie_as_dead() -> None:

@@ -28,6 +28,7 @@ _STAGE_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("parapipe_stage_cpu_seconds", "cpu_s", "CPU seconds the stage's workers spent processing."),
     ("parapipe_stage_queue_wait_seconds", "queue_wait_s", "Seconds items waited in the stage's queue."),
     ("parapipe_stage_restarts", "restarts", "Worker restarts of the stage (crashes, timeouts, recycling)."),
+    ("parapipe_stage_shm_sent_bytes", "shm_bytes_sent", "Bytes the engine wrote to shared memory for its items."),
 )
 _STAGE_GAUGES: tuple[tuple[str, str, str], ...] = (
     ("parapipe_stage_queue_depth", "queued", "Items waiting for a worker of the stage."),

@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -61,6 +62,10 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
         sys.exit(P.RECYCLE_EXIT)
 
 
+_Errors = tuple[type[BaseException], ...]
+_Pack = Callable[[Any], Any]
+
+
 def _build(boot: WorkerBoot) -> Any:
     os.environ.update(boot.env)  # again, for fork/forkserver where exec-time env did not apply
     pin_all_threads(boot.cores)
@@ -79,8 +84,17 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> boo
     segments this worker creates are named for the parent, which releases them.
     """
     parent = multiprocessing.parent_process()
-    arena = transport.SegmentArena(owner_pid=parent.pid if parent is not None else None)
+    arena = transport.SegmentArena(owner_pid=parent.pid if parent is not None else None, spare=True)
+    transport.track_unmapped()
+    try:
+        return _serve_with(conn, send, stage, boot, arena)
+    finally:
+        arena.close()
+
+
+def _serve_with(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, arena: transport.SegmentArena) -> bool:
     encode = functools.partial(transport.encode, arena=arena, threshold=P.PIPE_MESSAGE_LIMIT)
+    pack = functools.partial(transport.pack, arena=arena, threshold=P.PIPE_MESSAGE_LIMIT)
     retry_on = tuple(stage.retry_on)
     served = 0
     while True:
@@ -91,39 +105,42 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> boo
         if msg[0] == P.STOP:
             return False
         if msg[0] == P.BATCH:
-            results = run_batch(stage, msg[1], retry_on)
+            results = run_batch(stage, msg[1], retry_on, pack)
         else:
-            results = [_run_one(stage, tid, item, retry_on) for tid, item in msg[1]]
-        send(P.dump_results(results, encode))
+            results = [_run_one(stage, tid, item, retry_on, pack) for tid, item in msg[1]]
+        del msg  # its arrays unmap now, unless the stage kept them: the parent may reuse those
+        send(P.dump_results(results, encode, transport.drain_unmapped()))
         served += len(results)
         if _should_retire(boot, served):
             return True
 
 
-def _run_one(stage: Any, tid: int, item: Any, retry_on: tuple[type[BaseException], ...]) -> P.Result:
+def _run_one(stage: Any, tid: int, item: Any, retry_on: _Errors, pack: _Pack) -> P.Result:
+    """Large results leave `pack`ed, so the parent can pass them on without reading them."""
     c0, t0 = time.process_time(), time.monotonic()
     try:
         if isinstance(item, (P.Chunk, P.ChunkResult)):
             value, ok = P.run_chunk(stage.process, stage.stage_name, item), True
         else:
-            value, ok = stage.process(item), True
+            value, ok = pack(stage.process(transport.unpacked(item))), True
     except Exception as exc:  # user errors are data for the parent
         value, ok = P.ExcInfo.capture(exc, retry_on), False
     return (tid, ok, value, t0, time.monotonic(), time.process_time() - c0)
 
 
-def run_batch(stage: Any, rows: list[tuple[int, Any]], retry_on: tuple[type[BaseException], ...]) -> list[P.Result]:
+def run_batch(stage: Any, rows: list[tuple[int, Any]], retry_on: _Errors, pack: _Pack) -> list[P.Result]:
     """One ``process_batch`` call for the whole batch; on failure every item gets the error,
     or, with ``batch_fallback``, each item is retried alone so only the bad one fails."""
     from ..batching import check_batch_result
 
     c0, t0 = time.process_time(), time.monotonic()
     try:
-        values = check_batch_result(stage.process_batch([item for _, item in rows]), len(rows), stage.stage_name)
-        outcomes = [(True, v) for v in values]
+        items = [transport.unpacked(item) for _, item in rows]
+        values = check_batch_result(stage.process_batch(items), len(rows), stage.stage_name)
+        outcomes = [(True, pack(v)) for v in values]
     except Exception as exc:  # user errors are data for the parent
         if stage.batch_fallback and len(rows) > 1:
-            return [r for row in rows for r in run_batch(stage, [row], retry_on)]
+            return [r for row in rows for r in run_batch(stage, [row], retry_on, pack)]
         outcomes = [(False, P.ExcInfo.capture(exc, retry_on))] * len(rows)
     share, cpu = (time.monotonic() - t0) / len(rows), (time.process_time() - c0) / len(rows)
     return [(tid, ok, v, t0, t0 + share, cpu) for (tid, _), (ok, v) in zip(rows, outcomes, strict=True)]

@@ -116,7 +116,7 @@ class Task:
 
 class _Worker:
     __slots__ = (
-        "budget", "conn", "exclusive", "inflight", "info", "msgs", "proc", "ready", "segments",
+        "budget", "conn", "exclusive", "inflight", "info", "lent", "msgs", "proc", "ready", "segments",
         "send_lock", "sent", "startup_error", "state", "thread",
     )  # fmt: skip
 
@@ -128,7 +128,10 @@ class _Worker:
         self.sent: collections.deque[list[int]] = collections.deque()
         """Task ids per message in send order: the first is the one the worker is running."""
         self.segments: dict[int, list[str]] = {}
-        """Shared-memory segments of messages in flight, by first task id: freed on reply."""
+        """Shared-memory segments of messages in flight, by first task id."""
+        self.lent: set[str] = set()
+        """Segments of answered messages that the worker may still map; recycled when it
+        reports them unmapped, unlinked if it dies."""
         self.msgs = 0
         self.exclusive = False
         self.state = "starting"
@@ -159,9 +162,8 @@ class StagePool:
         self._ctx = mp_context
         self._log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         self._stage_bytes = _pickle_stage(stage)
-        self._encode = functools.partial(
-            transport.encode, arena=transport.SegmentArena(), threshold=P.PIPE_MESSAGE_LIMIT
-        )
+        self._arena = transport.SegmentArena(spare=True)
+        self._encode = functools.partial(transport.encode, arena=self._arena, threshold=P.PIPE_MESSAGE_LIMIT)
         self._max_memory = parse_size(stage.max_memory)
         self._max_msgs = 1 if stage.timeout else _MAX_MSGS  # a deadline must time the item, not its wait
         self._lock = threading.Lock()
@@ -245,6 +247,7 @@ class StagePool:
                 w.thread.join(timeout=STOP_GRACE)
         if self._deadlines is not None:
             self._deadlines.close()
+        self._arena.close()
 
     # -- submission ----------------------------------------------------------------------
 
@@ -423,7 +426,7 @@ class StagePool:
             transport.release(transport.segment_names(data))  # our mappings outlive the names
             kind = msg[0]
             if kind == P.RESULTS:
-                self._on_results(w, msg[1])
+                self._on_results(w, msg[1], msg[2])
             elif kind == P.LOG:
                 _emit_log(msg[1])
             elif kind == P.READY:
@@ -440,24 +443,29 @@ class StagePool:
         w.ready.set()
         self.pump()
 
-    def _on_results(self, w: _Worker, rows: list[P.Result]) -> None:
+    def _on_results(self, w: _Worker, rows: list[P.Result], unmapped: list[str]) -> None:
         now = time.monotonic()
         finished: list[tuple[Task, bool, Any]] = []
         with self._lock:
             w.msgs -= 1
             if w.sent:
                 done_ids = w.sent.popleft()
-                transport.release(w.segments.pop(done_ids[0], ()) if done_ids else ())
+                w.lent.update(w.segments.pop(done_ids[0], ()) if done_ids else ())
+            free = [name for name in unmapped if name in w.lent]
+            w.lent.difference_update(free)
             w.exclusive = False
             if self._deadlines is not None:
                 self._deadlines.disarm(w)
             for tid, ok, value, t0, t1, cpu in rows:
                 task = w.inflight.pop(tid, None)
+                if type(value) is transport.Packed:
+                    value.adopt()  # its segments now live as long as some task may send it
                 if task is not None:
                     n = len(value) if ok and isinstance(value, P.ChunkResult) else 1
                     self.stats.account(task.enqueued, ok, t0, t1, cpu, now, n)
                     self._service_ewma = self.stats.service_ewma
                     finished.append((task, ok, value))
+        self._arena.recycle(free)
         retry = [t for t, ok, v in finished if not ok and v.retryable and t.attempts < self.retries]
         for task in retry:
             task.attempts += 1
@@ -494,6 +502,7 @@ class StagePool:
     def _on_exit(self, w: _Worker) -> None:
         w.proc.join(timeout=STOP_GRACE)
         exitcode = w.proc.exitcode
+        transport.sweep_spares(w.proc.pid)  # a worker killed while it held a spare segment
         with self._lock:
             was_ready = w.state == "ready"
             w.state = "dead"
@@ -507,6 +516,8 @@ class StagePool:
             for names in w.segments.values():
                 transport.release(names)
             w.segments.clear()
+            transport.release(w.lent)
+            w.lent.clear()
             closing = self._closing
         if self._deadlines is not None:
             self._deadlines.disarm(w)
@@ -628,6 +639,7 @@ class StagePool:
             inflight = sum(len(w.inflight) for w in self._workers)
             queued = len(self._pending) + (len(self._batcher) if self._batcher is not None else 0)
             snap = self.stats.snapshot(queued, inflight)
+            snap["shm_bytes_sent"] = self._arena.bytes_written
             if self.batch_stats is not None:
                 snap["batches"] = self.batch_stats.as_dict()
             return snap

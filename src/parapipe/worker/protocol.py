@@ -4,7 +4,10 @@ Every message is one pickled tuple sent with ``Connection.send_bytes``; the firs
 kind. Tasks travel in chunks so cheap stages pay one syscall per chunk, not per item.
 
     parent -> worker   (TASKS, [(task_id, item), ...]) | (BATCH, [(task_id, item), ...]) | (STOP,)
-    worker -> parent   (READY, info) | (FAILED, ExcInfo) | (RESULTS, [Result, ...]) | (LOG, dict)
+    worker -> parent   (READY, info) | (FAILED, ExcInfo) | (RESULTS, [Result, ...], unmapped) | (LOG, dict)
+
+``unmapped`` names the shared-memory segments the worker stopped mapping since its last
+RESULTS: the parent may overwrite those it created (`transport.SegmentArena.recycle`).
 """
 
 from __future__ import annotations
@@ -118,12 +121,12 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-def dump_results(results: list[Result], encode: Any = dumps) -> bytes:
+def dump_results(results: list[Result], encode: Any = dumps, unmapped: list[str] | None = None) -> bytes:
     """Encode results; a value that cannot be pickled fails its own item, not the whole chunk."""
     try:
-        return encode((RESULTS, results))
+        return encode((RESULTS, results, unmapped or []))
     except Exception:  # any pickling failure is reported per item below
-        return encode((RESULTS, [_picklable(r) for r in results]))
+        return encode((RESULTS, [_picklable(r) for r in results], unmapped or []))
 
 
 def _picklable(row: Result) -> Result:
