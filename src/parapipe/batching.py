@@ -107,17 +107,6 @@ class BatchQueue(Generic[T]):
         """
         return self._deadline() if self._waiting else None
 
-    def drop(self, pred: Callable[[T], bool]) -> int:
-        """Remove every waiting item for which ``pred`` is true (cancelled requests).
-
-        Returns how many were removed. The survivors keep their arrival times, so the
-        next deadline becomes that of the oldest survivor.
-        """
-        kept = deque(w for w in self._waiting if not pred(w.item))
-        removed = len(self._waiting) - len(kept)
-        self._waiting = kept
-        return removed
-
     def _deadline(self) -> float:
         return self._waiting[0].arrival + self._batch_wait
 

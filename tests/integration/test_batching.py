@@ -73,3 +73,16 @@ def test_batching_inside_parallel_and_pipeline():
         out = list(engine.map(range(50)))
     assert [r["batch"]["item"] for r in out] == [i + 1 for i in range(50)]
     assert [r["sq"] for r in out] == [(i + 1) ** 2 for i in range(50)]
+
+
+def test_a_cancelled_item_never_joins_a_batch():
+    """Item 3 fails in its other branch while it waits for a batch: the batch goes without it."""
+    graph = pp.Parallel(check=pp.stage(S.fail_on_three), probe=S.BatchProbe().options(batch_wait=1.0))
+    with pp.Engine(graph) as engine:
+        doomed = engine.submit(3)
+        with pytest.raises(pp.StageError):
+            doomed.result(TIMEOUT)
+        out = engine.run(4, timeout=TIMEOUT)
+        hist = engine.stats()["BatchProbe"]["batches"]
+    assert out["probe"] == {"item": 4, "size": 1, "start": out["probe"]["start"]}
+    assert hist["items"] == 1

@@ -152,27 +152,6 @@ def test_zero_cost_items_ride_along(clock: FakeClock) -> None:
     assert q.take() == [0.0, 2.0]
 
 
-def test_drop_removes_cancelled_items(clock: FakeClock) -> None:
-    q = make(clock, wait=0.5)
-    q.put("a")
-    clock.advance(0.2)
-    q.put("b")
-    q.put("c")
-    assert q.drop(lambda item: item in {"a", "c"}) == 2
-    assert len(q) == 1
-    assert q.next_deadline() == pytest.approx(100.7)  # now "b" is the oldest
-    assert q.drop(lambda item: False) == 0
-    assert q.take(force=True) == ["b"]
-
-
-def test_drop_everything_clears_the_deadline(clock: FakeClock) -> None:
-    q = make(clock)
-    q.put(1)
-    assert q.drop(lambda item: True) == 1
-    assert q.next_deadline() is None
-    assert q.take(force=True) == []
-
-
 def test_zero_wait_sends_every_item_at_once(clock: FakeClock) -> None:
     q = make(clock, wait=0.0)
     q.put(1)

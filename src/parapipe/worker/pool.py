@@ -295,8 +295,12 @@ class StagePool:
     def _take_rows(self, w: _Worker, nfree: int) -> tuple[int, list[tuple[int, Task]]]:
         if self._batcher is None or (self._pending and self._pending[0].attempts > 0):
             return (P.BATCH if self._batcher is not None else P.TASKS), self._take_chunk(w, nfree)
-        self._batcher.drop(lambda t: t.abandoned)
-        batch = self._batcher.take()
+        batch: list[Task] = []
+        while not batch and self._batcher:  # a batch of cancelled items only: take the next one
+            taken = self._batcher.take()
+            if not taken:
+                break
+            batch = [t for t in taken if not t.abandoned]  # here, not by scanning the whole queue
         rows = []
         for task in batch:
             tid = next(self._ids)
