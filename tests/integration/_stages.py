@@ -255,3 +255,9 @@ class Keeper(pp.Stage):
 
 def echo(a: Any) -> Any:
     return a
+
+
+def nap(seconds: float) -> int:
+    """A workload of a known length (not synchronisation): returns the worker's pid."""
+    time.sleep(seconds)
+    return os.getpid()

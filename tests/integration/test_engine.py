@@ -84,6 +84,18 @@ class _Relay(S.BarrierStage):
         return out
 
 
+def test_slow_items_wait_in_the_parent_for_whichever_replica_frees_first():
+    """Once a stage is known to be slow, no item is queued behind a running one: the short
+    items all go to the replica that is not busy with the long one."""
+    with pp.Engine(pp.stage(S.nap, replicas=2)) as engine:
+        list(engine.map([0.05] * 6))  # the pool learns that an item takes ~50 ms
+        long = engine.submit(1.5)
+        short = [engine.submit(0.05) for _ in range(3)]
+        short_pids = {f.result(TIMEOUT) for f in short}
+        long_pid = long.result(TIMEOUT)
+    assert long_pid not in short_pids and len(short_pids) == 1
+
+
 def test_user_exception_is_stage_error_and_engine_keeps_serving():
     graph = pp.Pipeline(S.add_one, S.fail_on_three)
     with pp.Engine(graph) as engine:

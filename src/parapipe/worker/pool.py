@@ -61,6 +61,10 @@ log = logging.getLogger("parapipe")
 
 _MAX_MSGS = 2
 """Messages in flight per worker: one being processed, one waiting in the pipe."""
+_PREFETCH_BELOW = 0.02
+"""Items slower than this (seconds, measured) get no second message: the queue stays here,
+so whichever replica frees first takes the next item. A queued long item behind a running one
+would leave another replica idle at the end of a run; prefetch saves only a message's latency."""
 _MAX_CHUNK = 256
 _TARGET_MSG_SECONDS = 0.002
 """Chunk cheap tasks until a message carries about this much work."""
@@ -272,8 +276,9 @@ class StagePool:
         out = []
         if self._batcher is not None:
             self._feed_batcher()
+        limit = 1 if (self._service_ewma or 0.0) > _PREFETCH_BELOW else self._max_msgs
         while self._pending or self._batcher:
-            free = [w for w in self._workers if w.state == "ready" and w.msgs < self._max_msgs and not w.exclusive]
+            free = [w for w in self._workers if w.state == "ready" and w.msgs < limit and not w.exclusive]
             if not free:
                 break
             w = min(free, key=lambda w: (w.msgs, len(w.inflight)))
