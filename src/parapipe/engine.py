@@ -10,6 +10,7 @@ import asyncio
 import atexit
 import itertools
 import logging
+import math
 import multiprocessing
 import os
 import queue
@@ -285,7 +286,8 @@ class Engine:
         """
         if journal is None and not progress:
             # The fast path: units are lists, flattened at C speed (no generator hop per item).
-            units = self._map(iter(items), ordered, return_exceptions, max_inflight, _NO_BAR, None)
+            total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
+            units = self._map(iter(items), ordered, return_exceptions, max_inflight, _NO_BAR, None, total)
             return itertools.chain.from_iterable(units)
         return self._map_managed(items, ordered, progress, return_exceptions, max_inflight, journal, key, run)
 
@@ -323,6 +325,7 @@ class Engine:
         max_inflight: int | None,
         bar: Any,
         submit: Callable[[Any, int], Future[Any]] | None,
+        total: int | None = None,
     ) -> Iterator[Iterable[Any]]:
         """Keep a bounded window of units in flight; yield each unit's outcomes in turn."""
         done: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -332,7 +335,7 @@ class Engine:
         try:
             while True:
                 while not exhausted and len(units) < (max_inflight or self._window()):
-                    size = 1 if max_inflight or submit else self._chunk_size()
+                    size = 1 if max_inflight or submit else self._chunk_size(total)
                     batch = list(itertools.islice(items, size))
                     if not batch:
                         exhausted = True
@@ -342,19 +345,20 @@ class Engine:
                     else:
                         future = self._submit_job(batch[0] if len(batch) == 1 else Chunk(batch), None, index=first)
                     unit = _Unit(first, batch, future)
-                    unit.future.add_done_callback(lambda f, u=next_unit: done.put(u))
+                    if not ordered:
+                        unit.future.add_done_callback(lambda f, u=next_unit: done.put(u))
                     units[next_unit] = unit
                     next_unit += 1
                     first += len(batch)
                 if not units:
                     return
-                finished = done.get()
                 if not ordered:
-                    yield self._expand(units.pop(finished), return_exceptions, bar)
+                    yield self._expand(units.pop(done.get()), return_exceptions, bar)
                     continue
-                while next_out in units and units[next_out].future.done():
-                    yield self._expand(units.pop(next_out), return_exceptions, bar)
-                    next_out += 1
+                # Only the next unit in order frees room in the window: wait for it alone,
+                # not for every completion (each wake-up costs this thread the GIL).
+                yield self._expand(units.pop(next_out), return_exceptions, bar)
+                next_out += 1
         finally:
             for unit in units.values():
                 unit.future.cancel()
@@ -390,14 +394,20 @@ class Engine:
         workers = sum(len(p.budgets) for p in self._pools.values())
         return max(8, 4 * workers)
 
-    def _chunk_size(self) -> int:
-        """Items per job in ``map``: one for real models, thousands for trivial functions."""
+    def _chunk_size(self, total: int | None = None) -> int:
+        """Items per job in ``map``: one for real models, thousands for trivial functions, and
+        with a known length at most a quarter of a replica's share, so no replica gets the
+        last big chunk alone."""
         if any(s.batched for s in self._stages):
             return 1  # the batched stage's pool forms the batches; chunks would bypass it
         slowest = max((p._service_ewma or 1.0) for p in self._pools.values())
         if slowest >= _CHEAP_STAGE_SECONDS:
             return 1
-        return max(1, min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7))))
+        size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7)))
+        if total is not None:
+            replicas = max(len(p.budgets) for p in self._pools.values())
+            size = min(size, math.ceil(total / (4 * replicas)))
+        return max(1, size)
 
     # -- introspection -------------------------------------------------------------------
 

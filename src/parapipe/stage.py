@@ -172,13 +172,17 @@ class _FunctionStage(Stage):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
+        state.pop("process", None)
         state["fn"] = _function_ref(self.fn, self.stage_name)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        """In the worker, ``process`` becomes the function itself: one call per item instead of
+        two, which is a third of the cost of a cheap item in ``map``."""
         ref = state["fn"]
         state["fn"] = _resolve_function(*ref) if isinstance(ref, tuple) else ref
         self.__dict__.update(state)
+        self.process = self.fn  # type: ignore[method-assign]
 
 
 def _function_ref(fn: Callable[..., Any], name: str) -> tuple[str, str] | Callable[..., Any]:

@@ -94,6 +94,8 @@ def run_chunk(process: Any, stage: str, chunk: Chunk | ChunkResult) -> ChunkResu
         items, errors = chunk.values, dict(chunk.errors)
     else:
         items, errors = chunk, {}
+    if not errors:
+        return _run_all(process, stage, items)
     values: list[Any] = []
     append = values.append
     for i, item in enumerate(items):
@@ -106,6 +108,24 @@ def run_chunk(process: Any, stage: str, chunk: Chunk | ChunkResult) -> ChunkResu
             append(None)
             errors[i] = (stage, ExcInfo.capture(exc))
     return ChunkResult(values, errors)
+
+
+def _run_all(process: Any, stage: str, items: list[Any]) -> ChunkResult:
+    """`run_chunk` when no element failed upstream: one ``try`` around the whole loop (a third
+    of the cost of one per element), resumed after the element that raised."""
+    values: list[Any] = []
+    append = values.append
+    errors: dict[int, tuple[str, ExcInfo]] = {}
+    rest = items
+    while True:
+        try:
+            for item in rest:
+                append(process(item))
+            return ChunkResult(values, errors)
+        except Exception as exc:  # user errors are data, per element
+            errors[len(values)] = (stage, ExcInfo.capture(exc))
+            append(None)
+            rest = items[len(values) :]
 
 
 # A result row: (task_id, ok, value-or-ExcInfo, started, finished, cpu_seconds).

@@ -1,0 +1,32 @@
+"""Chunks: every element is processed exactly once, and one element's error stays its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from parapipe.worker.protocol import Chunk, ChunkResult, ExcInfo, run_chunk
+
+
+def test_each_element_runs_once_and_errors_stay_in_place() -> None:
+    calls: list[Any] = []
+
+    def process(x: int) -> int:
+        calls.append(x)
+        if x % 4 == 1:
+            raise ValueError(f"bad {x}")
+        return x * 10
+
+    out = run_chunk(process, "s", Chunk(range(10)))
+    assert calls == list(range(10))  # resumed after each failure, nothing run twice
+    assert sorted(out.errors) == [1, 5, 9]
+    assert out.errors[5][0] == "s" and out.errors[5][1].message == "bad 5"
+    assert out.values == [0, None, 20, 30, 40, None, 60, 70, 80, None]
+
+
+def test_elements_that_failed_upstream_are_skipped() -> None:
+    upstream = ChunkResult([1, None, 3], {1: ("first", ExcInfo("ValueError", "no", ""))})
+    calls: list[Any] = []
+    out = run_chunk(lambda x: calls.append(x) or x + 1, "second", upstream)
+    assert calls == [1, 3]
+    assert out.values == [2, None, 4]
+    assert out.errors[1][0] == "first"
