@@ -1,7 +1,8 @@
 """A 32 MiB float32 array to a worker and back: MB/s per system, measured in one run.
 
 MB/s is the array's size divided by the round-trip time (send, identity function, receive), the
-median of ``--repeat`` round trips after one warm-up. Every system gets one worker process.
+median of ``--repeat`` round trips after one warm-up. Every system gets one worker process (the
+parapipe pipeline row: one per stage, the array going stage to stage without the parent).
 
 Usage: python benchmarks/payload.py [--mib 32] [--repeat 10]
 """
@@ -46,6 +47,13 @@ def parapipe_echo(a: np.ndarray, repeat: int) -> float:
         return _median_seconds(lambda: engine.run(a), repeat)
 
 
+def parapipe_pipeline_echo(a: np.ndarray, repeat: int) -> float:
+    """Three echo stages in a row: each hands the array to the next without the parent."""
+    graph = pp.Pipeline(*(pp.stage(echo, name=f"echo{i}") for i in range(3)))
+    with pp.Engine(graph) as engine:
+        return _median_seconds(lambda: engine.run(a), repeat)
+
+
 def pool_echo(a: np.ndarray, repeat: int) -> float:
     with mp.get_context("spawn").Pool(1) as pool:
         return _median_seconds(lambda: pool.apply(echo, (a,)), repeat)
@@ -85,6 +93,7 @@ def main() -> None:
     copy = _median_seconds(lambda: a.copy(), args.repeat)
     timings = {
         "parapipe": parapipe_echo(a, args.repeat),
+        "parapipe, 3 stages in a Pipeline": parapipe_pipeline_echo(a, args.repeat),
         "multiprocessing.Pool": pool_echo(a, args.repeat),
         "ProcessPoolExecutor": executor_echo(a, args.repeat),
     }
