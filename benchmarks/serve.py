@@ -114,14 +114,19 @@ def post(url: str, path: str, body: bytes, content_type: str) -> bytes:
     return head.encode() + body
 
 
-async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, float]:
-    """Send one request; (status, Retry-After or 0) once its whole response is read."""
+async def _exchange(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes
+) -> tuple[int, float, bool]:
+    """Send one request; (status, Retry-After or 0, whether the server closes the connection)
+    once its whole response is read. A server that refuses an upload before reading its body
+    (a 429) must close the connection, so the client opens a new one."""
     writer.write(request)
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
     await reader.readexactly(int(headers.get("content-length", 0)))
-    return int(lines[0].split(" ", 2)[1]), float(headers.get("retry-after", 0))
+    closing = headers.get("connection", "").strip().lower() == "close"
+    return int(lines[0].split(" ", 2)[1]), float(headers.get("retry-after", 0)), closing
 
 
 async def closed_loop(url: str, clients: int, seconds: float, request: bytes) -> Load:
@@ -140,7 +145,18 @@ async def closed_loop(url: str, clients: int, seconds: float, request: bytes) ->
         try:
             while time.perf_counter() < deadline:
                 t0 = time.perf_counter()
-                status, retry_after = await _exchange(reader, writer, request)
+                try:
+                    status, retry_after, closing = await _exchange(reader, writer, request)
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    # The server dropped the connection while it sat idle (uvicorn closes idle
+                    # keep-alive connections after 5 s, e.g. during a long Retry-After): resend
+                    # once on a new one, as HTTP clients do.
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
+                    status, retry_after, closing = await _exchange(reader, writer, request)
+                if closing:
+                    writer.close()
+                    reader, writer = await asyncio.open_connection(host, int(port))
                 if status == 429:
                     load.rejected += 1
                     await asyncio.sleep(min(retry_after, max(0.0, deadline - t0)))
