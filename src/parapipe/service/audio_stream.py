@@ -24,7 +24,6 @@ every stream would cost more than the work. It loads on the first audio stream.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from .errors import BadRequest, error_body
 from .runtime import Service
-from .stream import outcome
+from .stream import end_session, outcome
 
 __all__ = ["StreamSegmenter", "Utterance", "audio_session"]
 
@@ -160,13 +159,7 @@ async def audio_session(service: Service, websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-            await sender
-        while not results.empty():
-            entry = results.get_nowait()
-            if entry is not None:
-                entry[1].cancel()
+        await end_session(sender, results, lambda entry: entry[1] if entry is not None else None)
 
 
 async def _next_utterances(websocket: WebSocket, segmenter: StreamSegmenter) -> tuple[list[Utterance], bool]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import WebSocket
@@ -70,11 +70,20 @@ async def _item_session(service: Service, websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     finally:
-        sender.cancel()
-        with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
-            await sender
-        while not replies.empty():
-            replies.get_nowait().cancel()
+        await end_session(sender, replies, lambda task: task)
+
+
+async def end_session(
+    sender: asyncio.Task[None], queue: asyncio.Queue[Any], task_of: Callable[[Any], asyncio.Task[Any] | None]
+) -> None:
+    """Stop the sender and cancel the work still queued for it: nobody will read those results."""
+    sender.cancel()
+    with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect):
+        await sender
+    while not queue.empty():
+        task = task_of(queue.get_nowait())
+        if task is not None:
+            task.cancel()
 
 
 async def _send_in_order(websocket: WebSocket, replies: asyncio.Queue[asyncio.Task[dict[str, Any]]]) -> None:
