@@ -257,7 +257,14 @@ def echo(a: Any) -> Any:
     return a
 
 
-def nap(seconds: float) -> int:
-    """A workload of a known length (not synchronisation): returns the worker's pid."""
-    time.sleep(seconds)
+def spin_or_hold(item: float | str) -> int:
+    """A number: that many seconds of CPU work. A path: block until the test writes a line to
+    that FIFO. Returns the worker's pid."""
+    if isinstance(item, str):
+        with open(item) as f:
+            f.readline()
+    else:
+        end = time.perf_counter() + item
+        while time.perf_counter() < end:
+            pass
     return os.getpid()

@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import logging
 import multiprocessing
+import os
 
 import pytest
 
@@ -84,16 +85,20 @@ class _Relay(S.BarrierStage):
         return out
 
 
-def test_slow_items_wait_in_the_parent_for_whichever_replica_frees_first():
-    """Once a stage is known to be slow, no item is queued behind a running one: the short
-    items all go to the replica that is not busy with the long one."""
-    with pp.Engine(pp.stage(S.nap, replicas=2)) as engine:
+def test_slow_items_wait_in_the_parent_for_whichever_replica_frees_first(tmp_path):
+    """Once a stage is known to be slow, no item is queued behind a running one: while one
+    replica holds an item, every other item goes to the other replica."""
+    fifo = tmp_path / "hold"
+    os.mkfifo(fifo)
+    with pp.Engine(pp.stage(S.spin_or_hold, replicas=2)) as engine:
         list(engine.map([0.05] * 6))  # the pool learns that an item takes ~50 ms
-        long = engine.submit(1.5)
-        short = [engine.submit(0.05) for _ in range(3)]
-        short_pids = {f.result(TIMEOUT) for f in short}
-        long_pid = long.result(TIMEOUT)
-    assert long_pid not in short_pids and len(short_pids) == 1
+        held = engine.submit(str(fifo))
+        with open(fifo, "w") as release:  # returns once the held item runs (its worker opened the FIFO)
+            short = [engine.submit(0.0) for _ in range(3)]
+            short_pids = {f.result(TIMEOUT) for f in short}
+            release.write("go\n")
+        held_pid = held.result(TIMEOUT)
+    assert held_pid not in short_pids and len(short_pids) == 1
 
 
 def test_user_exception_is_stage_error_and_engine_keeps_serving():
