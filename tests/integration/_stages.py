@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
+
+import numpy as np
 
 import parapipe as pp
 
@@ -268,3 +271,13 @@ def spin_or_hold(item: float | str) -> int:
         while time.perf_counter() < end:
             pass
     return os.getpid()
+
+
+def unsendable_result(n: int) -> Any:
+    """A result that cannot be pickled, small or beside a large array (then it goes through the
+    shared-memory path); any other number comes back as it is."""
+    if n == 1:
+        return threading.Lock()
+    if n == 2:
+        return {"audio": np.zeros(1_000_000, np.float32), "lock": threading.Lock()}
+    return n

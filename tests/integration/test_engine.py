@@ -115,6 +115,26 @@ def test_user_exception_is_stage_error_and_engine_keeps_serving():
     assert pp.ItemError.from_dict(err.to_dict()).to_dict() == err.to_dict()
 
 
+@pytest.mark.parametrize("batched", [False, True])
+def test_an_unpicklable_result_fails_its_item_only(batched):
+    stage = pp.stage(S.unsendable_result)
+    if batched:
+        stage = _BatchedUnsendable().options(batch_wait=0.05)
+    with pp.Engine(stage) as engine:
+        out = list(engine.map([0, 1, 2, 3], return_exceptions=True))
+    assert out[0] == 0 and out[3] == 3
+    for err, kind in ((out[1], "lock"), (out[2], "dict")):
+        assert isinstance(err, pp.StageError) and err.exc_type == "ResultNotPicklable", err
+        assert f"result of type {kind} cannot be sent back" in str(err)
+
+
+class _BatchedUnsendable(pp.Stage):
+    batch_size = 4
+
+    def process_batch(self, items):
+        return [S.unsendable_result(n) for n in items]
+
+
 def test_map_return_exceptions_keeps_order_and_index():
     with pp.Engine(S.fail_on_three) as engine:
         out = list(engine.map(range(6), return_exceptions=True))

@@ -122,10 +122,18 @@ def _run_one(stage: Any, tid: int, item: Any, retry_on: _Errors, pack: _Pack) ->
         if isinstance(item, (P.Chunk, P.ChunkResult)):
             value, ok = P.run_chunk(stage.process, stage.stage_name, item), True
         else:
-            value, ok = pack(stage.process(transport.unpacked(item))), True
+            ok, value = _packed(pack, stage.process(transport.unpacked(item)))
     except Exception as exc:  # user errors are data for the parent
         value, ok = P.ExcInfo.capture(exc, retry_on), False
     return (tid, ok, value, t0, time.monotonic(), time.process_time() - c0)
+
+
+def _packed(pack: _Pack, value: Any) -> tuple[bool, Any]:
+    """(True, the value ready to send), or (False, why it cannot be sent)."""
+    try:
+        return True, pack(value)
+    except Exception as exc:  # the result cannot be pickled: this item's error
+        return False, P.unsendable(value, exc)
 
 
 def run_batch(stage: Any, rows: list[tuple[int, Any]], retry_on: _Errors, pack: _Pack) -> list[P.Result]:
@@ -137,7 +145,7 @@ def run_batch(stage: Any, rows: list[tuple[int, Any]], retry_on: _Errors, pack: 
     try:
         items = [transport.unpacked(item) for _, item in rows]
         values = check_batch_result(stage.process_batch(items), len(rows), stage.stage_name)
-        outcomes = [(True, pack(v)) for v in values]
+        outcomes = [_packed(pack, v) for v in values]
     except Exception as exc:  # user errors are data for the parent
         if stage.batch_fallback and len(rows) > 1:
             return [r for row in rows for r in run_batch(stage, [row], retry_on, pack)]

@@ -149,15 +149,17 @@ def dump_results(results: list[Result], encode: Any = dumps, unmapped: list[str]
         return encode((RESULTS, [_picklable(r) for r in results], unmapped or []))
 
 
+def unsendable(value: Any, exc: Exception) -> ExcInfo:
+    """The error of an item whose result cannot be pickled: the result's fault, not the stage's."""
+    return ExcInfo(
+        "ResultNotPicklable", f"result of type {type(value).__name__} cannot be sent back to the parent: {exc}", ""
+    )
+
+
 def _picklable(row: Result) -> Result:
     tid, _, value, t0, t1, cpu = row
     try:
         pickle.dumps(value, PROTOCOL)
     except Exception as exc:
-        info = ExcInfo(
-            "ResultNotPicklable",
-            f"result of type {type(value).__name__} cannot be sent back to the parent: {exc}",
-            "",
-        )
-        return (tid, False, info, t0, t1, cpu)
+        return (tid, False, unsendable(value, exc), t0, t1, cpu)
     return row
