@@ -1,7 +1,16 @@
 from __future__ import annotations
 
+import os
+
 import psutil
 import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests marked ``slow`` run in CI (CI is set) and when asked for (``-m slow`` or ``-m ""``);
+    a plain local ``pytest`` deselects them, so the edit-test loop stays short."""
+    if not os.environ.get("CI") and not config.option.markexpr:
+        config.option.markexpr = "not slow"
 
 
 @pytest.fixture(autouse=True)

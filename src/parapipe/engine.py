@@ -385,7 +385,7 @@ class Engine:
                 yield value
                 continue
             stage, info = rows.errors[k]
-            err = StageError(stage, info.message, exc_type=info.type, traceback=info.traceback, index=first + k)
+            err = StageError.from_exc_info(stage, info, index=first + k)
             if not return_exceptions:
                 raise err
             yield err
@@ -400,7 +400,7 @@ class Engine:
         last big chunk alone."""
         if any(s.batched for s in self._stages):
             return 1  # the batched stage's pool forms the batches; chunks would bypass it
-        slowest = max((p._service_ewma or 1.0) for p in self._pools.values())
+        slowest = max((p.cost_per_item() or 1.0) for p in self._pools.values())
         if slowest >= _CHEAP_STAGE_SECONDS:
             return 1
         size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7)))

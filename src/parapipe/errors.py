@@ -174,6 +174,12 @@ class StageError(ItemError):
         return {"exc_type": self.exc_type, "traceback": self.traceback}
 
     @classmethod
+    def from_exc_info(cls, stage: str, info: Any, index: int | None = None, key: str | None = None) -> StageError:
+        """The error of an item whose stage raised, from the worker's captured ``ExcInfo``
+        (anything with ``type``, ``message`` and ``traceback``)."""
+        return cls(stage, info.message, exc_type=info.type, traceback=info.traceback, index=index, key=key)
+
+    @classmethod
     def _from_fields(cls, d: dict[str, Any]) -> ItemError:
         return cls(
             d["stage"],

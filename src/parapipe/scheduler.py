@@ -118,9 +118,7 @@ class _ParNode:
                     merged = self.merge({name: unpacked(r) for name, r in results.items()})
                 except Exception as exc:  # a merge error is this item's error
                     info = ExcInfo.capture(exc)
-                    error = StageError(
-                        self.stage, info.message, exc_type=info.type, traceback=info.traceback, index=job.index
-                    )
+                    error = StageError.from_exc_info(self.stage, info, index=job.index)
                     done(False, error)
                     return
                 done(True, merged)

@@ -489,7 +489,7 @@ class StagePool:
                 if ok:
                     self._resolve(task, True, value)
                 elif id(task) not in retrying:
-                    error = StageError(self.name, value.message, exc_type=value.type, traceback=value.traceback)
+                    error = StageError.from_exc_info(self.name, value)
                     self._resolve(task, False, error)
 
     def _on_deadline(self, w: _Worker | str) -> None:
@@ -653,9 +653,10 @@ class StagePool:
                 snap["batches"] = self.batch_stats.as_dict()
             return snap
 
-    @property
-    def failed(self) -> str | None:
-        return self._failed
+    def cost_per_item(self) -> float | None:
+        """Smoothed seconds one item takes inside a worker (None before the first result):
+        what ``map`` reads to size its chunks."""
+        return self._service_ewma
 
 
 def _pickle_stage(stage: Stage) -> bytes:
