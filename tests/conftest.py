@@ -7,8 +7,8 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Tests marked ``slow`` run in CI (CI is set) and when asked for (``-m slow`` or ``-m ""``);
-    a plain local ``pytest`` deselects them, so the edit-test loop stays short."""
+    """Tests marked ``slow`` run in CI (where ``CI`` is set, so ``CI=1 pytest`` runs them all) and
+    when a marker expression asks (``-m slow``); a plain local ``pytest`` deselects them."""
     if not os.environ.get("CI") and not config.option.markexpr:
         config.option.markexpr = "not slow"
 
