@@ -53,6 +53,21 @@ def noop(item: Any) -> Any:
 noop_graph = pp.stage(noop, name="noop", replicas=WORKERS)
 
 
+class BatchedNoop(pp.Stage):
+    """The seed write-up's batching rule, "128 items or 1 s", around a no-op model."""
+
+    name = "batched"
+    replicas = WORKERS
+    batch_size = 128
+    batch_wait = 1.0
+
+    def process_batch(self, items: list[Any]) -> list[Any]:
+        return items
+
+
+batched_graph = BatchedNoop()
+
+
 def speech_graph() -> Any:
     from parapipe.audio import analysis_graph
 
@@ -236,6 +251,75 @@ def bench_noop(clients: list[int], seconds: float) -> list[list[Any]]:
     return rows
 
 
+async def job_loop(url: str, clients: int, seconds: float, body: bytes) -> Load:
+    """``clients`` connections each queueing a job, then long-polling it to its end, back to back."""
+    import json
+
+    load = Load()
+    host, port = url.removeprefix("http://").split(":")
+    start = time.perf_counter()
+    deadline = start + seconds
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> tuple[int, Any]:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:] if ": " in line)
+        data = await reader.readexactly(int(headers.get("content-length", 0)))
+        return int(lines[0].split(" ", 2)[1]), json.loads(data) if data else None
+
+    async def client() -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            while time.perf_counter() < deadline:
+                t0 = time.perf_counter()
+                status, sent = await answer(reader, writer, post(url, "/v1/jobs", body, "application/json"))
+                if status != 202:
+                    load.errors += 1
+                    continue
+                state = "queued"
+                while state in ("queued", "running"):
+                    poll = f"GET /v1/jobs/{sent['id']}?wait=30 HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+                    status, view = await answer(reader, writer, poll)
+                    state = view.get("state") if status == 200 else "error"
+                if state == "done":
+                    load.latencies.append(time.perf_counter() - t0)
+                else:
+                    load.errors += 1
+        finally:
+            writer.close()
+
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    _, stuck = await asyncio.wait(tasks, timeout=seconds + HANG_SECONDS)
+    for task in stuck:
+        task.cancel()
+    load.errors += len(stuck) + sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
+    load.stuck = len(stuck)
+    load.seconds = time.perf_counter() - start
+    return load
+
+
+def _mean_batch(url: str) -> float:
+    import httpx
+
+    stages = httpx.get(url + "/v1/status", timeout=30).json()["stages"]
+    return float(next(s for s in stages if s.get("batches"))["batches"]["mean_size"])
+
+
+def bench_batching(clients: int, seconds: float) -> list[list[Any]]:
+    """A "128 items or 1 s" batching stage behind /v1/run and behind /v1/jobs: the mean batch
+    size shows whether concurrent requests reach the batcher together."""
+    rows = []
+    body = b'{"item": {"n": 1}}'
+    for name, loop in (("/v1/run", closed_loop), ("/v1/jobs", job_loop)):
+        command = _parapipe("batched_graph", "--max-queue", str(4 * clients))
+        with server(command, "/readyz?wait=60", HERE) as url:
+            request = _json_item(url) if loop is closed_loop else body
+            load = asyncio.run(loop(url, clients, seconds, request))
+            rows.append([*load.row(f"parapipe serve, batch 128 / 1 s, {name}", clients), f"{_mean_batch(url):.1f}"])
+    return rows
+
+
 def bench_speech(clients: list[int], seconds: float) -> list[list[Any]]:
     """The speech graph on a corpus clip, or no rows when its tools are missing."""
     if seconds <= 0:
@@ -282,13 +366,17 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per no-op row")
     parser.add_argument("--speech-seconds", type=float, default=20.0, help="measured seconds per speech row")
+    parser.add_argument("--batch-clients", type=int, default=300, help="concurrent clients of the batching rows")
+    parser.add_argument("--batch-seconds", type=float, default=10.0, help="measured seconds per batching row (0: skip)")
     args = parser.parse_args()
     if args.baseline:
         run_baseline(args.fd)
         return
-    rows = bench_noop(args.clients, args.seconds) + bench_speech(args.clients, args.speech_seconds)
+    rows = [[*r, ""] for r in bench_noop(args.clients, args.seconds) + bench_speech(args.clients, args.speech_seconds)]
+    if args.batch_seconds > 0:
+        rows += bench_batching(args.batch_clients, args.batch_seconds)
     print_table(
-        ["system", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors", "429"],
+        ["system", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors", "429", "mean batch"],
         rows,
         title="HTTP service under concurrent clients",
         notes=[machine_line(), f"workers per system: {WORKERS}; clients run in one asyncio process on the same cores"],
