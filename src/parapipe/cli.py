@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +16,9 @@ import parapipe as pp
 from .graph import load_graph
 
 __all__ = ["main"]
+
+_START_METHODS = ["spawn", "forkserver", "fork"]
+_START_METHOD_HELP = "how worker processes start (default: spawn, the one safe with CUDA)"
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -34,12 +38,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         nworkers = len(engine.workers())
         print(engine.plan())
         t1 = time.perf_counter()
-        results = list(engine.map(range(args.items), progress=not args.quiet))
+        results = list(engine.map(range(args.count), progress=not args.quiet))
         wall = time.perf_counter() - t1
         stats = engine.stats()
     print(
         f"\nstarted {nworkers} workers in {ready:.2f} s; "
-        f"{args.items} items in {wall:.2f} s ({args.items / wall:.1f} items/s)"
+        f"{args.count} items in {wall:.2f} s ({args.count / wall:.1f} items/s)"
     )
     print("first result:", json.dumps(results[0]))
     for name, s in stats.items():
@@ -54,8 +58,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise pp.ConfigError("give input files/directories, or --items FILE")
     opts = RunOptions(
         graph=load_graph(args.graph), inputs=args.inputs, out=args.out, journal=args.journal,
-        items_file=args.items, glob=args.glob, key_field=args.key_field, workers=args.workers,
-        progress=args.progress, retry_failed=args.retry_failed,
+        items_file=args.items, glob=args.glob, key_field=args.key_field, replicas=args.replicas,
+        start_method=args.start_method, namespace=args.namespace, progress=args.progress,
+        retry_failed=args.retry_failed,
     )  # fmt: skip
     counts = run_job(opts)
     print(f"{counts['results']} results, {counts['errors']} errors, {counts['skipped']} already in {args.out}")
@@ -65,7 +70,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_jobs(args: argparse.Namespace) -> int:
     from .journal import Journal, State, format_counts
 
-    with Journal(args.journal, run=args.run) as journal:
+    if not os.path.isfile(args.journal):
+        # Opening would create an empty journal, and a mistyped path would then read as "0 items".
+        raise pp.ConfigError(
+            f"journal {args.journal!r} does not exist; journals are made by `parapipe run ... --journal FILE` "
+            "(or Engine.map(journal=FILE)), so check the path"
+        )
+    with Journal(args.journal, run=args.namespace) as journal:
+        known = journal.runs()
+        if known and args.namespace not in known:
+            raise pp.ConfigError(
+                f"journal {args.journal!r} has no namespace {args.namespace!r}; pick one of {known} with --namespace"
+            )
         if args.retry_failed:
             print(f"requeued {journal.requeue_failed()} failed items; run the same `parapipe run` again")
         print(format_counts(journal))
@@ -74,6 +90,30 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
             error = f"  {rec.error.get('type')}: {rec.error.get('message')}" if rec.error else ""
             print(f"{rec.state.value:9s} attempts={rec.attempts}  {rec.key}{error}")
     return 0
+
+
+class _Renamed(argparse.Action):
+    """A flag's old name: hidden from ``--help`` and still accepted, with a one-line note on stderr,
+    so that scripts written against it keep working until they are updated."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, new: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS, **kwargs)
+        self.new = new
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"parapipe: {option_string} is deprecated, use {self.new}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _add_renamed(parser: argparse.ArgumentParser, old: str, new: str, **kwargs: Any) -> None:
+    """Accept ``old`` as a deprecated spelling of the option ``new`` (added before it)."""
+    parser.add_argument(old, dest=new.lstrip("-").replace("-", "_"), action=_Renamed, new=new, **kwargs)
 
 
 def _register_optional(sub: Any) -> None:
@@ -104,7 +144,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="start a graph's workers and print the CPU plan")
     plan.add_argument("graph", help="MODULE:GRAPH, e.g. myapp.graphs:pipeline")
-    plan.add_argument("--start-method", default="spawn", choices=["spawn", "forkserver", "fork"])
+    plan.add_argument("--start-method", default="spawn", choices=_START_METHODS, help=_START_METHOD_HELP)
     plan.set_defaults(func=_cmd_plan)
 
     run = sub.add_parser("run", help="run a graph over files, directories or an item file; resumable")
@@ -115,14 +155,19 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--items", help="a .txt, .csv or .jsonl file of items")
     run.add_argument("--glob", default="*", help="file pattern inside directories (default: *)")
     run.add_argument("--key-field", default="id", help="field naming CSV/JSONL items (default: id)")
-    run.add_argument("--workers", type=int, help="replicas for every stage")
+    run.add_argument("--replicas", type=int, help="replicas (worker processes) for every stage")
+    _add_renamed(run, "--workers", "--replicas", type=int)
+    run.add_argument("--namespace", default="default", help="journal namespace (default: default)")
+    run.add_argument("--start-method", default="spawn", choices=_START_METHODS, help=_START_METHOD_HELP)
     run.add_argument("--progress", action="store_true", help="show a progress bar")
-    run.add_argument("--retry-failed", action="store_true", help="re-run items that failed before")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="re-run the items that failed before (by default they keep their error)")  # fmt: skip
     run.set_defaults(func=_cmd_run)
 
     jobs = sub.add_parser("jobs", help="show a journal's item states and counts")
     jobs.add_argument("journal", help="the SQLite journal file")
-    jobs.add_argument("--run", default="default", help="journal namespace (default: default)")
+    jobs.add_argument("--namespace", default="default", help="journal namespace (default: default)")
+    _add_renamed(jobs, "--run", "--namespace")
     jobs.add_argument("--state", choices=["queued", "running", "done", "failed", "cancelled"], help="list these")
     jobs.add_argument("--list", action="store_true", help="list every item")
     jobs.add_argument("--limit", type=int, default=100)
@@ -132,7 +177,8 @@ def _parser() -> argparse.ArgumentParser:
     _register_optional(sub)
 
     demo = sub.add_parser("demo", help="run three CPU-heavy models in parallel with CPU budgets")
-    demo.add_argument("--items", type=int, default=24)
+    demo.add_argument("--count", type=int, default=24, help="how many items to run (default: 24)")
+    _add_renamed(demo, "--items", "--count", type=int)
     demo.add_argument("--quiet", action="store_true", help="no progress bar")
     demo.set_defaults(func=_cmd_demo)
     return parser

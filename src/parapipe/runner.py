@@ -12,14 +12,15 @@ import csv
 import io
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import parapipe as pp
 
-from .graph import map_stages
+from .engine import StartMethod
+from .graph import Node, map_stages
 from .journal import Journal
 
 __all__ = ["RunOptions", "discover_items", "run_job"]
@@ -27,14 +28,20 @@ __all__ = ["RunOptions", "discover_items", "run_job"]
 
 @dataclass(frozen=True)
 class RunOptions:
-    graph: Any
+    """One ``parapipe run``; ``replicas`` overrides every stage's own, ``namespace`` picks the
+    journal's run, and ``retry_failed`` re-runs the items that failed before instead of keeping
+    their errors."""
+
+    graph: Node
     inputs: Sequence[str]
     out: str
     journal: str | None = None
     items_file: str | None = None
     glob: str = "*"
     key_field: str = "id"
-    workers: int | None = None
+    replicas: int | None = None
+    start_method: StartMethod = "spawn"
+    namespace: str = "default"
     progress: bool = False
     retry_failed: bool = False
 
@@ -77,18 +84,18 @@ def run_job(opts: RunOptions) -> dict[str, int]:
     pairs = read_items_file(opts.items_file, opts.key_field) if opts.items_file else []
     pairs += discover_items(opts.inputs, opts.glob)
     graph = opts.graph
-    if opts.workers:
+    if opts.replicas:
         graph = map_stages(pp.Pipeline(graph) if not isinstance(graph, (pp.Pipeline, pp.Parallel)) else graph,
-                           lambda s: s.options(replicas=opts.workers))  # fmt: skip
+                           lambda s: s.options(replicas=opts.replicas))  # fmt: skip
     if opts.retry_failed and opts.journal:
-        with Journal(opts.journal) as journal:
+        with Journal(opts.journal, run=opts.namespace) as journal:
             journal.requeue_failed()
     written = _existing_keys(opts.out, drop_errors=opts.retry_failed)
     todo = [(k, item) for k, item in pairs if k not in written]
     counts = {"results": 0, "errors": 0, "skipped": len(pairs) - len(todo)}
-    with pp.Engine(graph) as engine, open(opts.out, "a", encoding="utf-8") as out:
+    with pp.Engine(graph, start_method=opts.start_method) as engine, open(opts.out, "a", encoding="utf-8") as out:
         outcomes = engine.map(
-            [item for _, item in todo], journal=opts.journal, key=[k for k, _ in todo],
+            [item for _, item in todo], journal=opts.journal, key=[k for k, _ in todo], run=opts.namespace,
             return_exceptions=True, progress=opts.progress,
         )  # fmt: skip
         for (key, _), outcome in zip(todo, outcomes, strict=True):
@@ -135,11 +142,3 @@ def _rewrite(out: str, lines: list[dict[str, Any]]) -> None:
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(json.dumps(line) + "\n" for line in lines)
     os.replace(tmp, out)
-
-
-def iter_lines(out: str) -> Iterator[dict[str, Any]]:
-    """The output file's records (used by tests and by anyone post-processing results)."""
-    with open(out, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                yield json.loads(line)
