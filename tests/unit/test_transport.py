@@ -26,6 +26,7 @@ from parapipe.transport import (
     TransportError,
     decode,
     encode,
+    encode_with_names,
     release,
     segment_names,
     segments,
@@ -208,6 +209,41 @@ def test_threshold_boundary() -> None:
 def test_bad_threshold(arena: SegmentArena) -> None:
     with pytest.raises(ConfigError):
         encode(b"x", arena=arena, threshold=0)
+
+
+def test_the_default_threshold_is_the_pipe_message_limit(arena: SegmentArena) -> None:
+    """What production passes: a 64 KiB array goes out of band, a 16 KiB one stays in the pickle."""
+    assert transport.DEFAULT_THRESHOLD == transport.PIPE_MESSAGE_LIMIT == 32 * 1024
+    _, msg = roundtrip(np.zeros(16 * 1024, np.float32), arena)
+    assert len(segment_names(msg)) == 1 and len(msg) < 256
+    _, msg = roundtrip(np.zeros(4 * 1024, np.float32), arena)
+    assert segment_names(msg) == []
+
+
+# --- encode_with_names: the names without parsing the message again ----------------------
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"small": 1},
+        big_array(1),
+        {"pickle": os.urandom(MIB), "arrays": [big_array(1, seed=1), big_array(1, seed=2)]},
+    ],
+    ids=["in-band", "one-array", "pickle-and-arrays"],
+)
+def test_encode_with_names_gives_the_names_in_the_message(arena: SegmentArena, obj: Any) -> None:
+    msg, names = encode_with_names(obj, arena=arena)
+    assert names == segment_names(msg)
+    assert sorted(names) == ours()
+    assert pickle.dumps(decode(msg), protocol=5) == pickle.dumps(obj, protocol=5)
+    release(names)
+
+
+def test_encode_with_names_has_none_when_storing_fails(arena: SegmentArena, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segments, "SHM_DIR", "/nonexistent/parapipe-shm")
+    msg, names = encode_with_names(big_array(2), arena=arena)
+    assert names == segment_names(msg) == []
 
 
 # --- small objects: the plain pickle fast path -------------------------------------------
