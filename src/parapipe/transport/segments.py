@@ -80,7 +80,7 @@ class SegmentArena:
         try:
             _write_all(fd, data)
             if reused is not None:
-                os.ftruncate(fd, data.nbytes)  # a reader maps the file's size: drop an old tail
+                os.ftruncate(fd, data.nbytes)  # a reused file may be larger: free the pages past the data
         except BaseException:
             _unlink(path)
             raise
