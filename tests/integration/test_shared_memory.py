@@ -14,7 +14,7 @@ import numpy as np
 import psutil
 
 import parapipe as pp
-from parapipe import transport
+from parapipe.transport import mapping
 
 from . import _stages as S
 
@@ -44,8 +44,8 @@ def test_100mb_array_through_three_stages_intact_and_no_leftovers():
 
 def test_arrays_go_from_stage_to_stage_without_entering_the_parent(monkeypatch):
     mapped: list[str] = []
-    real_map = transport._map
-    monkeypatch.setattr(transport, "_map", lambda name, n: mapped.append(name) or real_map(name, n))
+    real_map = mapping.map_segment
+    monkeypatch.setattr(mapping, "map_segment", lambda name, n: mapped.append(name) or real_map(name, n))
     a = _array()
     with pp.Engine(pp.Pipeline(S.scale, S.shift, pp.stage(S.shift, name="shift2"), S.checksum)) as engine:
         total, _, _ = engine.run(a, timeout=TIMEOUT)

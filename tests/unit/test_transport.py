@@ -1,19 +1,17 @@
-"""Shared-memory transport: round trips, zero copy, and an airtight segment lifecycle.
+"""Shared-memory transport, the wire: round trips, zero copy, the plain-pickle fast path, failures.
 
 Every test checks that no segment of this process is left in /dev/shm. The cross-process
-tests spawn real children (the engine's start method) and join them.
+test spawns a real child (the engine's start method) and joins it.
 """
 
 from __future__ import annotations
 
 import errno
 import gc
-import hashlib
 import logging
 import multiprocessing as mp
 import os
 import pickle
-import signal
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
@@ -28,28 +26,20 @@ from parapipe.transport import (
     TransportError,
     decode,
     encode,
+    encode_with_names,
     release,
     segment_names,
-    sweep,
-    sweep_dead,
+    segments,
+    wire,
 )
 
-MIB = 1 << 20
-
-
-def ours(owner: int | None = None) -> list[str]:
-    """Names of the segments owned by ``owner`` (default: this process) in /dev/shm."""
-    prefix = f"{transport.SEGMENT_PREFIX}{os.getpid() if owner is None else owner}-"
-    return sorted(n for n in os.listdir(transport.SHM_DIR) if n.startswith(prefix))
+from ._shm import MIB, big_array, checksum, no_leaked_segments, ours, roundtrip
 
 
 @pytest.fixture(autouse=True)
-def no_leaked_segments() -> Iterator[None]:
-    assert ours() == [], "a previous test leaked segments"
-    yield
-    left = ours()
-    sweep(os.getpid())
-    assert left == [], f"segments left in /dev/shm: {left}"
+def _no_leaks() -> Iterator[None]:
+    with no_leaked_segments():
+        yield
 
 
 @pytest.fixture
@@ -57,91 +47,7 @@ def arena() -> SegmentArena:
     return SegmentArena()
 
 
-def roundtrip(obj: Any, arena: SegmentArena, **kw: Any) -> tuple[Any, bytes]:
-    """Encode, decode, release; return the copy and the message."""
-    msg = encode(obj, arena=arena, **kw)
-    back = decode(msg)
-    release(segment_names(msg))
-    return back, msg
-
-
-def checksum(arr: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
-
-
-def big_array(mib: int = 32, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random(mib * MIB // 4, dtype=np.float32)
-
-
 # --- round trips -----------------------------------------------------------------------
-
-
-def test_a_spare_segment_takes_the_next_store() -> None:
-    arena = SegmentArena(spare=True)
-    assert arena._spare is not None
-    first = encode(big_array(4, seed=1), arena=arena)
-    assert arena._spare.settle(60)
-    assert len(ours()) == 2  # the segment and the spare made for the next store
-    smaller = big_array(3, seed=2)
-    second = encode(smaller, arena=arena)
-    assert arena.segments_reused == 1
-    [name] = segment_names(second)
-    assert os.stat(os.path.join(transport.SHM_DIR, name)).st_size == smaller.nbytes
-    assert checksum(decode(second)) == checksum(smaller)
-    release(segment_names(first) + segment_names(second))
-    assert arena._spare.settle(60)
-    arena.close()  # removes the spare made after the second store
-    assert ours() == []
-
-
-def test_unmapped_segments_are_reported_and_recycled(arena: SegmentArena) -> None:
-    transport.track_unmapped()
-    try:
-        first = encode(big_array(4, seed=1), arena=arena)
-        [old] = segment_names(first)
-        a = decode(first)
-        assert transport.drain_unmapped() == []  # still mapped
-        del a
-        assert transport.drain_unmapped() == [old]
-        arena.recycle([old])
-        smaller = big_array(2, seed=2)
-        second = encode(smaller, arena=arena)
-        assert arena.segments_reused == 1
-        assert old not in os.listdir(transport.SHM_DIR)  # renamed: a stale message finds nothing
-        with pytest.raises(TransportError):
-            decode(first)
-        assert checksum(decode(second)) == checksum(smaller)
-        release(segment_names(second))
-    finally:
-        transport._Mapping.unmapped = None
-
-
-def test_recycling_keeps_a_bounded_amount(monkeypatch: pytest.MonkeyPatch, arena: SegmentArena) -> None:
-    monkeypatch.setattr(transport, "_MAX_FREE_BYTES", 5 * MIB)
-    names = [n for i in range(3) for n in segment_names(encode(big_array(2, seed=i), arena=arena))]
-    arena.recycle(names)
-    assert len(ours()) == 2  # two 2 MiB segments fit in 5 MiB; the third was unlinked
-    arena.recycle(["parapipe-1-0-0123456789abcdef"])  # another arena's: ignored
-    arena.close()
-    assert ours() == []
-
-
-def test_no_spare_when_shared_memory_is_short(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(transport, "_SPARE_HEADROOM", 1 << 40)
-    arena = SegmentArena(spare=True)
-    msg = encode(big_array(2), arena=arena)
-    assert arena._spare is not None and not arena._spare.settle(60)
-    assert ours() == segment_names(msg)
-    release(segment_names(msg))
-    arena.close()
-
-
-def test_small_stores_ask_for_no_spare() -> None:
-    arena = SegmentArena(spare=True)
-    msg = encode(np.ones(1000, np.float32), arena=arena, threshold=1024)
-    assert arena._spare is not None and not arena._spare.settle(60)
-    release(segment_names(msg))
-    arena.close()
 
 
 def test_pack_keeps_small_values_and_wraps_large_ones(arena: SegmentArena) -> None:
@@ -151,9 +57,9 @@ def test_pack_keeps_small_values_and_wraps_large_ones(arena: SegmentArena) -> No
     a = big_array(4)
     packed = transport.pack({"audio": a}, arena=arena).adopt()
     assert type(packed) is transport.Packed
-    wire = pickle.dumps(packed, protocol=5)
-    assert len(wire) < 1024  # only names travel; the array stays in its segment
-    assert checksum(transport.unpacked(pickle.loads(wire))["audio"]) == checksum(a)
+    sent = pickle.dumps(packed, protocol=5)
+    assert len(sent) < 1024  # only names travel; the array stays in its segment
+    assert checksum(transport.unpacked(pickle.loads(sent))["audio"]) == checksum(a)
     assert len(ours()) == 1
     del packed
     gc.collect()
@@ -305,6 +211,41 @@ def test_bad_threshold(arena: SegmentArena) -> None:
         encode(b"x", arena=arena, threshold=0)
 
 
+def test_the_default_threshold_is_the_pipe_message_limit(arena: SegmentArena) -> None:
+    """What production passes: a 64 KiB array goes out of band, a 16 KiB one stays in the pickle."""
+    assert transport.DEFAULT_THRESHOLD == transport.PIPE_MESSAGE_LIMIT == 32 * 1024
+    _, msg = roundtrip(np.zeros(16 * 1024, np.float32), arena)
+    assert len(segment_names(msg)) == 1 and len(msg) < 256
+    _, msg = roundtrip(np.zeros(4 * 1024, np.float32), arena)
+    assert segment_names(msg) == []
+
+
+# --- encode_with_names: the names without parsing the message again ----------------------
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        {"small": 1},
+        big_array(1),
+        {"pickle": os.urandom(MIB), "arrays": [big_array(1, seed=1), big_array(1, seed=2)]},
+    ],
+    ids=["in-band", "one-array", "pickle-and-arrays"],
+)
+def test_encode_with_names_gives_the_names_in_the_message(arena: SegmentArena, obj: Any) -> None:
+    msg, names = encode_with_names(obj, arena=arena)
+    assert names == segment_names(msg)
+    assert sorted(names) == ours()
+    assert pickle.dumps(decode(msg), protocol=5) == pickle.dumps(obj, protocol=5)
+    release(names)
+
+
+def test_encode_with_names_has_none_when_storing_fails(arena: SegmentArena, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(segments, "SHM_DIR", "/nonexistent/parapipe-shm")
+    msg, names = encode_with_names(big_array(2), arena=arena)
+    assert names == segment_names(msg) == []
+
+
 # --- small objects: the plain pickle fast path -------------------------------------------
 
 
@@ -391,11 +332,6 @@ def test_corrupt_header_is_a_transport_error(arena: SegmentArena) -> None:
         release(names)
 
 
-def test_release_refuses_foreign_names() -> None:
-    with pytest.raises(TransportError, match="not a parapipe segment"):
-        release(["../../etc/passwd"])
-
-
 def test_no_file_left_when_writing_fails(arena: SegmentArena) -> None:
     view = memoryview(b"x" * 10)
     view.release()
@@ -412,7 +348,7 @@ def test_storage_failure_falls_back_in_band(caplog: pytest.LogCaptureFixture) ->
                 raise OSError(errno.ENOSPC, "No space left on device")
             return super().store(data)
 
-    transport._warn_once.cache_clear()
+    wire._warn_once.cache_clear()
     arrays = [big_array(2, seed=1), big_array(2, seed=2)]
     with caplog.at_level(logging.WARNING, logger="parapipe.transport"):
         msg = encode(arrays, arena=FullAfterOne())
@@ -425,7 +361,7 @@ def test_storage_failure_falls_back_in_band(caplog: pytest.LogCaptureFixture) ->
 def test_missing_shm_dir_falls_back_in_band(
     arena: SegmentArena, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
 ) -> None:
-    monkeypatch.setattr(transport, "SHM_DIR", str(tmp_path / "absent"))
+    monkeypatch.setattr(segments, "SHM_DIR", str(tmp_path / "absent"))
     a = big_array(2)
     msg = encode(a, arena=arena)
     assert segment_names(msg) == [] and np.array_equal(decode(msg), a)
@@ -443,29 +379,8 @@ def _echo(conn: Connection, owner_pid: int) -> None:
     conn.close()
 
 
-def _create_and_hang(conn: Connection, owner_pid: int | None) -> None:
-    """Child: create segments, report their names, then wait to be killed."""
-    arena = SegmentArena(owner_pid)
-    msgs = [encode(np.full(MIB, i, np.float32), arena=arena) for i in range(3)]
-    conn.send([n for m in msgs for n in segment_names(m)])
-    conn.recv()
-
-
-def _store_and_keep_a_spare(conn: Connection, owner_pid: int) -> None:
-    """Child: one large store, so a spare is made; report it, then wait to be killed."""
-    arena = SegmentArena(owner_pid, spare=True)
-    names = segment_names(encode(big_array(2), arena=arena))
-    assert arena._spare is not None and arena._spare.settle(60)
-    conn.send(names)
-    conn.recv()
-
-
-@pytest.fixture
-def spawn() -> mp.context.SpawnContext:
-    return mp.get_context("spawn")
-
-
-def test_echo_through_a_spawned_child(arena: SegmentArena, spawn: Any) -> None:
+def test_echo_through_a_spawned_child(arena: SegmentArena) -> None:
+    spawn = mp.get_context("spawn")
     parent, child = spawn.Pipe()
     proc = spawn.Process(target=_echo, args=(child, os.getpid()))
     proc.start()
@@ -489,58 +404,3 @@ def test_echo_through_a_spawned_child(arena: SegmentArena, spawn: Any) -> None:
         parent.send_bytes(b"")
         proc.join()
     assert proc.exitcode == 0
-
-
-def test_sweep_after_sigkilled_child(spawn: Any) -> None:
-    """A worker creates segments in the engine's name, then dies: the engine's sweep finds them."""
-    parent, child = spawn.Pipe()
-    proc = spawn.Process(target=_create_and_hang, args=(child, os.getpid()))
-    proc.start()
-    names = parent.recv()
-    assert sorted(names) == ours()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.join()
-    assert proc.exitcode == -signal.SIGKILL
-    assert sweep(os.getpid()) == 3
-    assert ours() == []
-
-
-def test_sweep_dead_takes_dead_owners_only(arena: SegmentArena, spawn: Any) -> None:
-    parent, child = spawn.Pipe()
-    proc = spawn.Process(target=_create_and_hang, args=(child, None))  # owner: the child
-    proc.start()
-    names = parent.recv()
-    mine = encode(big_array(2), arena=arena)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.join()
-    assert ours(proc.pid) == sorted(names)
-    assert sweep_dead() >= 3
-    assert ours(proc.pid) == []
-    assert ours() == segment_names(mine)  # a live owner keeps its segments
-    release(segment_names(mine))
-
-
-def test_sweep_spares_takes_a_dead_makers_spare_only(spawn: Any) -> None:
-    parent, child = spawn.Pipe()
-    proc = spawn.Process(target=_store_and_keep_a_spare, args=(child, os.getpid()))
-    proc.start()
-    names = parent.recv()
-    spare = [n for n in ours() if n not in names]
-    assert len(spare) == 1 and f"-spare-{proc.pid}-" in spare[0]
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.join()
-    assert transport.sweep_spares(os.getpid()) == 0  # not a maker
-    assert transport.sweep_spares(proc.pid) == 1
-    assert ours() == names  # the segment it sent is data, not a spare
-    release(names)
-
-
-def test_sweep_dead_counts_a_zombie_as_dead() -> None:
-    pid = os.posix_spawn("/bin/true", ["true"], os.environ)
-    try:
-        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)  # exited, not yet reaped
-        name = SegmentArena(pid).store(memoryview(b"x" * 16))
-        assert sweep_dead() >= 1
-        assert name not in os.listdir(transport.SHM_DIR)
-    finally:
-        os.waitpid(pid, 0)

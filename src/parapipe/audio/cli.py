@@ -55,11 +55,11 @@ def _analyze(args: argparse.Namespace) -> int:
     plan = args.plan or ("latency" if len(paths) == 1 else "throughput")
     graph = analysis_graph(args.model, args.voices, args.age_model, language=args.language,
                            plan=None if plan == "auto" else plan)  # fmt: skip
-    auto = {"cpus": "auto", "warmup": paths[:2]} if plan == "auto" else {}
+    auto = plan == "auto"
     out = open(args.out, "a", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 - closed below
     failed = 0
     try:
-        with pp.Engine(graph, **auto) as engine:
+        with pp.Engine(graph, cpus="auto" if auto else None, warmup=paths[:2] if auto else None) as engine:
             meter = _AudioMeter(len(paths), enabled=not args.no_progress and args.out is not None)
             outcomes = engine.map(paths, journal=args.journal, key=paths, return_exceptions=True)
             for path, outcome in zip(paths, outcomes, strict=True):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 __all__ = ["SAMPLE_RATE", "AudioClip", "branch_result", "require_setup"]
+
+_T = TypeVar("_T")
 
 SAMPLE_RATE = 16_000
 """Every model here (Silero VAD, Whisper, resemblyzer, wav2vec2) wants 16 kHz mono."""
@@ -77,7 +79,9 @@ def branch_result(item: AudioClip, key: str, seconds: float, **fields: Any) -> d
     }
 
 
-def require_setup(state: object, stage: object) -> None:
-    """Fail with a clear message when ``process()`` is called before ``setup()``."""
+def require_setup(state: _T | None, stage: object) -> _T:
+    """``state``, made by ``setup()``; fails with a clear message when ``process()`` is
+    called before ``setup()``. Returned so that callers (and type checkers) use it as set."""
     if state is None:
         raise RuntimeError(f"{type(stage).__name__}.process() called before setup()")
+    return state

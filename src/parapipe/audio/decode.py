@@ -165,7 +165,7 @@ def _declared_frames(fh: BinaryIO, fmt: str, sndfile_frames: int) -> int:
         return sndfile_frames
     fh.seek(0)
     try:
-        with wave.open(fh) as wav:  # type: ignore[arg-type]
+        with wave.open(fh) as wav:
             return max(wav.getnframes(), sndfile_frames)
     except (wave.Error, EOFError):  # float or extensible WAV: wave cannot parse those headers
         return sndfile_frames
@@ -195,7 +195,7 @@ def _read_ffmpeg(
                              "refused it)") from exc
     with container:
         if not container.streams.audio:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
             raise UnsupportedAudio(
                 name, f"{container.format.name} container has no audio stream "
                 f"(streams: {', '.join(kinds)})",

@@ -65,8 +65,7 @@ class Speaker(pp.Stage):
 
     def process(self, item: AudioClip) -> dict[str, Any]:
         start = time.perf_counter()
-        registry = self._registry
-        require_setup(registry, self)
+        registry = require_setup(self._registry, self)
         turns = [self._label(registry, item, s, e) for s, e in item.speech_regions()]
         _fill_gaps(turns)
         return branch_result(

@@ -88,6 +88,8 @@ class Transcribe(pp.Stage):
     def process(self, item: AudioClip) -> dict[str, Any]:
         start = time.perf_counter()
         require_setup(self._whisper, self)
+        segments: list[dict[str, Any]]
+        language: str | None
         if item.segments == ():
             segments, language = [], self.language
         else:

@@ -20,6 +20,7 @@ scores against other-speaker scores); without it `DEFAULT_THRESHOLD` applies.
 
 from __future__ import annotations
 
+import builtins
 import os
 import sqlite3
 import threading
@@ -231,7 +232,7 @@ class VoiceRegistry:
         row = self._db.execute("SELECT value FROM meta WHERE key = 'threshold'").fetchone()
         return None if row is None else float(row[0])
 
-    def _calibration_scores(self) -> tuple[list[float], list[float]]:
+    def _calibration_scores(self) -> tuple[builtins.list[float], builtins.list[float]]:  # `list` is a method here
         by_voice: dict[str, list[np.ndarray]] = {}
         for label, blob in self._db.execute("SELECT label, embedding FROM samples"):
             by_voice.setdefault(label, []).append(_vector(blob))
