@@ -307,9 +307,7 @@ class ResultLost(ItemError):
     Nothing names the stage that produced the result by then, so ``stage`` is `TRANSPORT_STAGE`.
     """
 
-    def __init__(
-        self, stage: str = "", message: str = "", *, index: int | None = None, key: str | None = None
-    ) -> None:
+    def __init__(self, stage: str = "", message: str = "", *, index: int | None = None, key: str | None = None) -> None:
         super().__init__(stage or TRANSPORT_STAGE, message, index=index, key=key)
 
     def _detail(self) -> str:

@@ -215,7 +215,7 @@ class _FunctionStage(Stage):
 
     @property
     def stage_name(self) -> str:
-        return self.name or getattr(self.fn, "__name__", "stage")
+        return self.name or str(getattr(self.fn, "__name__", "stage"))
 
     def process(self, item: Any) -> Any:
         return self.fn(item)
@@ -298,7 +298,7 @@ def load_stage(stage_bytes: bytes) -> Stage:
             raise
         raise ConfigError(
             f"the stage cannot be loaded in its worker process ({exc}): it is defined where only the "
-            "main script's process can see it, e.g. inside `if __name__ == \"__main__\":`, which a worker "
+            'main script\'s process can see it, e.g. inside `if __name__ == "__main__":`, which a worker '
             "does not run (it imports the script as __mp_main__). Define the stage's function or Stage "
             "class at module level, above that block, or in a module of its own"
         ) from exc
@@ -319,4 +319,3 @@ def stage(fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:
     if fn is None:
         return lambda f: _FunctionStage(f, **opts)
     return _FunctionStage(fn, **opts)
-

@@ -27,5 +27,5 @@ def test_a_result_whose_segment_is_gone_fails_its_item_as_result_lost():
     assert isinstance(err, pp.ResultLost) and isinstance(err, pp.ItemError)
     assert (err.index, err.key) == (7, "k7") and "is gone" in err.message
     assert isinstance(err.__cause__, pp.TransportError)
-    with pytest.raises(pp.ResultLost, match="item 7 .*lost in transport"):
+    with pytest.raises(pp.ResultLost, match=r"item 7 .*lost in transport"):
         future.result()
