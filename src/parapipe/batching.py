@@ -18,7 +18,7 @@ dispatcher that owns the timers and the workers drives it::
         send(batch)
 
 Keeping the policy apart from the threads makes every timing rule testable with a fake
-clock instead of real waits (STYLE lesson 9).
+clock instead of real waits.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from .errors import ConfigError, ParapipeError
+from .errors import BatchSizeMismatch, ConfigError
 
 __all__ = ["BatchQueue", "BatchSizeMismatch", "BatchStats", "check_batch_result"]
 
@@ -180,28 +180,6 @@ class BatchStats:
         return {_bucket_label(t): counts[t] for t in tops}
 
 
-class BatchSizeMismatch(ParapipeError):
-    """``process_batch`` returned a different number of results than it got items.
-
-    Results are matched to items by position, so a wrong count would hand some callers
-    another item's result; the whole batch fails instead.
-    """
-
-    def __init__(self, stage: str, expected: int, returned: int | None, kind: str = "list") -> None:
-        self.stage = stage
-        self.expected = expected
-        self.returned = returned
-        self.kind = kind
-        what = _plural(returned, "result") if returned is not None else f"a value of type {kind}"
-        super().__init__(
-            f"stage {stage!r}: process_batch returned {what} for a batch of "
-            f"{_plural(expected, 'item')}; return exactly one result per item, in order"
-        )
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.stage, self.expected, self.returned, self.kind))
-
-
 def check_batch_result(results: Any, n: int, stage: str) -> list[Any]:
     """Return ``results`` as a list, or raise `BatchSizeMismatch` unless it holds ``n`` items.
 
@@ -233,7 +211,3 @@ def _bucket_top(n: int) -> int:
 
 def _bucket_label(top: int) -> str:
     return str(top) if top <= 2 else f"{top // 2 + 1}-{top}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"

@@ -7,16 +7,21 @@ The tree::
      |    +-- GraphError      the composition of stages is invalid
      +-- EngineClosed         submit/map after close()
      +-- WorkerStartupError   a worker could not start or its setup() raised
-     +-- StageFailed          a stage cannot keep any worker alive; the stage is down
      +-- JournalError         the job journal refused an operation or its file is unusable
      +-- TransportError       a shared-memory message cannot be decoded (segment gone or corrupt)
+     +-- BatchSizeMismatch    process_batch returned the wrong number of results (raised in the
+     |                        worker; callers see it as a StageError whose exc_type names it)
      +-- ItemError            one item failed; carries stage, index and key. Errors are data:
           |                   each one turns into JSON with to_dict() and back with from_dict()
-          +-- StageError      user code raised inside a stage (remote traceback attached)
+          +-- StageError      user code raised inside a stage (remote traceback as __cause__)
           +-- WorkerDied      the worker holding the item died (signal / exit code)
           +-- TaskTimeout     the item ran past the stage's timeout and its worker was replaced
+          +-- StageFailed     the stage cannot keep any worker alive; it is down
+          +-- ResultLost      the item's result could not be read back (its segment was gone)
 
-An `ItemError` never takes the engine down: the engine keeps serving other items.
+Everything an item's future can raise is an `ItemError`, so ``map(return_exceptions=True)``
+yields every failure in its item's place, and an `ItemError` never takes the engine down: the
+engine keeps serving other items.
 """
 
 from __future__ import annotations
@@ -25,12 +30,14 @@ import signal
 from typing import Any
 
 __all__ = [
+    "BatchSizeMismatch",
     "ConfigError",
     "EngineClosed",
     "GraphError",
     "ItemError",
     "JournalError",
     "ParapipeError",
+    "ResultLost",
     "StageError",
     "StageFailed",
     "TaskTimeout",
@@ -60,20 +67,34 @@ class WorkerStartupError(ParapipeError, RuntimeError):
     """A worker process failed to start: its import, budget or ``setup()`` failed or timed out."""
 
 
-class StageFailed(ParapipeError, RuntimeError):
-    """A stage could not keep workers alive (its setup keeps crashing); it serves nothing more."""
-
-    def __init__(self, stage: str, message: str) -> None:
-        super().__init__(f"stage {stage!r} failed: {message}")
-        self.stage = stage
-
-
 class JournalError(ParapipeError):
     """The journal refused an operation: a bad state change, an unknown key, an unusable file."""
 
 
 class TransportError(ParapipeError):
     """A message cannot be decoded: its segment is gone, truncated, or the header is corrupt."""
+
+
+class BatchSizeMismatch(ParapipeError):
+    """``process_batch`` returned a different number of results than it got items.
+
+    Results are matched to items by position, so a wrong count would hand some callers
+    another item's result; the whole batch fails instead.
+    """
+
+    def __init__(self, stage: str, expected: int, returned: int | None, kind: str = "list") -> None:
+        self.stage = stage
+        self.expected = expected
+        self.returned = returned
+        self.kind = kind
+        what = _plural(returned, "result") if returned is not None else f"a value of type {kind}"
+        super().__init__(
+            f"stage {stage!r}: process_batch returned {what} for a batch of "
+            f"{_plural(expected, 'item')}; return exactly one result per item, in order"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.stage, self.expected, self.returned, self.kind))
 
 
 class ItemError(ParapipeError):
@@ -166,6 +187,8 @@ class StageError(ItemError):
         self.exc_type = exc_type
         self.traceback = traceback
         super().__init__(stage, message, index=index, key=key)
+        if traceback:
+            self.__cause__ = _RemoteTraceback(traceback)
 
     def _detail(self) -> str:
         return f"{self.exc_type}: {self.message}"
@@ -262,6 +285,51 @@ class TaskTimeout(ItemError):
         )
 
 
+class StageFailed(ItemError, RuntimeError):
+    """The stage could not keep workers alive (its setup keeps crashing); it serves nothing more.
+
+    An `ItemError` because it reaches the futures of the items the stage can no longer serve;
+    ``except StageFailed`` tells a stage that is down from one item's failure.
+    """
+
+    def __init__(self, stage: str, message: str, *, index: int | None = None, key: str | None = None) -> None:
+        super().__init__(stage, message, index=index, key=key)
+
+    def _text(self) -> str:
+        item = [f"item {self.index}"] if self.index is not None else []
+        item += [f"key {self.key!r}"] if self.key is not None else []
+        return f"stage {self.stage!r} failed: {self.message}" + (f" ({', '.join(item)})" if item else "")
+
+
+class ResultLost(ItemError):
+    """The item's result could not be read back: its shared-memory segment was gone or corrupt.
+
+    Nothing names the stage that produced the result by then, so ``stage`` is `TRANSPORT_STAGE`.
+    """
+
+    def __init__(self, stage: str = "", message: str = "", *, index: int | None = None, key: str | None = None) -> None:
+        super().__init__(stage or TRANSPORT_STAGE, message, index=index, key=key)
+
+    def _detail(self) -> str:
+        return f"its result was lost in transport: {self.message}"
+
+
+TRANSPORT_STAGE = "<transport>"
+"""The ``stage`` of a `ResultLost`: the failure happened between stages, not inside one."""
+
+
+class _RemoteTraceback(Exception):
+    """The worker's traceback, set as a `StageError`'s ``__cause__`` so an uncaught error
+    prints where it happened in the worker, as `concurrent.futures` does for its processes."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.text.rstrip()}\n"""'
+
+
 def describe_exit(exitcode: int | None) -> str:
     """Say why a worker ended, with the likely cause, from its exit code."""
     if exitcode is None:
@@ -284,4 +352,10 @@ def _rebuild(cls: type[ItemError], d: dict[str, Any]) -> ItemError:
     return cls._from_fields(d)
 
 
-_ITEM_ERRORS: dict[str, type[ItemError]] = {c.__name__: c for c in (ItemError, StageError, WorkerDied, TaskTimeout)}
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+_ITEM_ERRORS: dict[str, type[ItemError]] = {
+    c.__name__: c for c in (ItemError, StageError, WorkerDied, TaskTimeout, StageFailed, ResultLost)
+}

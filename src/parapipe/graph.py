@@ -12,9 +12,19 @@ from collections.abc import Callable, Iterator
 from typing import Any, Union
 
 from .errors import GraphError
-from .stage import Stage, _FunctionStage
+from .stage import Stage, _FunctionStage, same_stage
 
-__all__ = ["Node", "Parallel", "Pipeline", "iter_stages", "latency_tree", "load_graph", "map_stages", "stages"]
+__all__ = [
+    "Node",
+    "Parallel",
+    "Pipeline",
+    "as_graph",
+    "iter_stages",
+    "latency_tree",
+    "load_graph",
+    "map_stages",
+    "stages",
+]
 
 Node = Union[Stage, "Pipeline", "Parallel"]
 Merge = Callable[[dict[str, Any]], Any]
@@ -87,22 +97,9 @@ def iter_stages(node: Node) -> Iterator[Stage]:
 
 
 def stages(node: Any) -> list[Stage]:
-    """The distinct stages of a graph; validates it.
-
-    The same stage object used twice shares its workers. Two different stages may not share a
-    name, because names key stats, plans and errors.
-    """
-    node = _as_node(node, "graph")
-    seen: dict[str, Stage] = {}
-    for s in iter_stages(node):
-        s.validate()
-        other = seen.setdefault(s.stage_name, s)
-        if other is not s:
-            raise GraphError(
-                f"two different stages are named {s.stage_name!r}; give one another name, "
-                f"e.g. {type(s).__name__}(...).options(name='{s.stage_name}_2')"
-            )
-    return list(seen.values())
+    """The distinct stages of a graph, in order of appearance, each carrying its resolved name
+    (see `as_graph`); validates the graph."""
+    return _resolve(_as_node(node, "graph"))[1]
 
 
 def latency_tree(node: Node) -> tuple[Any, ...]:
@@ -115,8 +112,75 @@ def latency_tree(node: Node) -> tuple[Any, ...]:
 
 
 def as_graph(node: Any) -> Node:
-    """Accept a bare function or stage as a one-stage graph."""
-    return _as_node(node, "graph")
+    """The graph the engine runs: a bare function or stage becomes a one-stage graph, every
+    stage is validated, and every stage carries a name unique in the graph.
+
+    Names key worker pools, stats, plans and errors. A stage given ``name=`` keeps it, and two
+    different stages given the same name are refused. A stage left unnamed is called by its
+    class (or function) name; when that name is taken by another stage of the graph, it is
+    prefixed by the ``Parallel`` branch names it sits in, outermost first (``x.Nap`` and
+    ``y.Nap`` for ``Parallel(x=Nap(), y=Nap())``), and one still taken gets ``_2``, ``_3``, ...
+    in order of appearance (``Nap`` and ``Nap_2`` for ``Pipeline(Nap(), Nap())``).
+
+    One stage object used twice is one stage with shared workers, and so is one plain function
+    used twice with the same options. Renamed stages are copies; the caller's objects are not
+    changed. Applied to its own result it changes nothing.
+    """
+    return _resolve(_as_node(node, "graph"))[0]
+
+
+def _resolve(node: Node) -> tuple[Node, list[Stage]]:
+    """The graph with its stages named as `as_graph` says, and its distinct named stages."""
+    distinct: list[tuple[Stage, tuple[str, ...]]] = []
+    for s, path in _placed(node, ()):
+        if not any(same_stage(d, s) for d, _ in distinct):
+            s.validate()
+            distinct.append((s, path))
+    names = _names(distinct)
+    named = [s if s.stage_name == name else s.options(name=name) for (s, _), name in zip(distinct, names, strict=True)]
+
+    def renamed(s: Stage) -> Stage:
+        return next(n for (d, _), n in zip(distinct, named, strict=True) if same_stage(d, s))
+
+    return map_stages(node, renamed), named
+
+
+def _placed(node: Node, path: tuple[str, ...]) -> Iterator[tuple[Stage, tuple[str, ...]]]:
+    """Every stage with the ``Parallel`` branch names leading to it, in order of appearance."""
+    if isinstance(node, Stage):
+        yield node, path
+    elif isinstance(node, Pipeline):
+        for step in node.steps:
+            yield from _placed(step, path)
+    else:
+        for branch, child in node.branches.items():
+            yield from _placed(child, (*path, branch))
+
+
+def _names(distinct: list[tuple[Stage, tuple[str, ...]]]) -> list[str]:
+    """The name of each distinct stage, by the rule in `as_graph`."""
+    explicit: dict[str, Stage] = {}
+    for s, _ in distinct:
+        if s.name is not None and explicit.setdefault(s.name, s) is not s:
+            raise GraphError(
+                f"two different stages are named {s.name!r}; give one another name, "
+                f"e.g. {type(s).__name__}(...).options(name='{s.name}_2'), or leave both unnamed "
+                "and the graph names them by their place"
+            )
+    defaults = [s.stage_name for s, _ in distinct if s.name is None]
+    kept = {n for n in defaults if defaults.count(n) == 1 and n not in explicit}
+    used = set(explicit) | kept
+    names = []
+    for s, path in distinct:
+        name = s.stage_name
+        if s.name is None and name not in kept:
+            base = name = ".".join((*path, name))
+            n = 2
+            while name in used:
+                name, n = f"{base}_{n}", n + 1
+            used.add(name)
+        names.append(name)
+    return names
 
 
 def map_stages(node: Node, fn: Callable[[Stage], Stage]) -> Node:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .errors import StageError, TransportError
+from .errors import ResultLost, StageError, TransportError
 from .graph import Node, Parallel, Pipeline
 from .stage import Stage
 from .transport import unpacked
@@ -53,7 +53,8 @@ class Job:
             try:
                 value = unpacked(value)
             except TransportError as exc:  # its segment is gone: this item's error, not a hang
-                ok, value = False, exc
+                ok, value = False, ResultLost(message=str(exc), index=self.index, key=self.key)
+                value.__cause__ = exc
         if self.future.set_running_or_notify_cancel():
             if ok:
                 self.future.set_result(value)

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
+import numbers
 import pickle
+import re
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar, overload
+from typing import Any, Literal, overload
 
 from .config import parse_size
 from .errors import ConfigError
 
-__all__ = ["Stage", "stage"]
+__all__ = ["Stage", "load_stage", "same_stage", "stage"]
 
 GpuSpec = Sequence[int] | Sequence[Sequence[int]] | None
 
@@ -34,7 +37,65 @@ _OPTION_NAMES = (
     "batch_fallback",
 )
 
-F = TypeVar("F", bound=Callable[..., Any])
+
+_UNSET = object()
+
+
+def _is_count(value: Any, least: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _is_number(value: Any) -> bool:
+    """True for ints, floats and numpy scalars; False for bools, which are almost surely a bug."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_option(option: str, value: Any, who: str) -> None:
+    """Raise `ConfigError` naming ``who`` when ``value`` is not valid for ``option``."""
+    if option == "max_memory":
+        parse_size(value, f"{who} max_memory")
+        return
+    if option == "gpus":
+        if value is not None and (isinstance(value, str) or not isinstance(value, Sequence)):
+            raise ConfigError(f"{who}: gpus must be a list of device ids (or of lists of them), got {value!r}")
+        for replica in range(len(value or ())):
+            _gpu_ids(value, replica, who)
+        return
+    rule = _RULES[option]
+    if not rule[0](value):
+        raise ConfigError(f"{who}: {option} must be {rule[1]}, got {value!r}")
+
+
+_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "name": (lambda v: v is None or (isinstance(v, str) and v != ""), "a non-empty string or None"),
+    "cpus": (lambda v: v == "auto" or _is_count(v, 1), "an int >= 1 or 'auto'"),
+    "replicas": (lambda v: _is_count(v, 1), "an int >= 1"),
+    "retries": (lambda v: v is None or _is_count(v, 0), "an int >= 0 or None"),
+    "retry_on": (
+        lambda v: isinstance(v, tuple) and all(isinstance(t, type) and issubclass(t, BaseException) for t in v),
+        "a tuple of exception types",
+    ),
+    "timeout": (lambda v: v is None or (_is_number(v) and v > 0), "a number of seconds > 0 or None"),
+    "max_items_per_worker": (lambda v: v is None or _is_count(v, 1), "an int >= 1 or None"),
+    "batch_size": (
+        lambda v: _is_number(v) and 0 < v < math.inf,
+        "a number > 0 (items per batch, or total batch_cost when batch_cost is defined)",
+    ),
+    "batch_wait": (lambda v: _is_number(v) and 0 <= v < math.inf, "a number of seconds >= 0"),
+    "batch_fallback": (lambda v: isinstance(v, bool), "True or False"),
+}
+
+
+def _gpu_ids(gpus: GpuSpec, replica: int, who: str) -> tuple[int, ...]:
+    """The device ids one replica gets from a ``gpus`` spec."""
+    if not gpus:
+        return ()
+    spec = list(gpus)
+    chosen = spec[replica % len(spec)]
+    ids = tuple(chosen) if isinstance(chosen, (list, tuple)) else (chosen,)
+    if not all(_is_count(i, 0) for i in ids):
+        raise ConfigError(f"{who}: gpus must hold device ids, got {gpus!r}")
+    return ids
 
 
 class Stage:
@@ -45,7 +106,9 @@ class Stage:
         replicas: how many worker processes serve this stage.
         gpus: device ids; ``[0, 1]`` gives replica *i* device ``i % 2``, ``[[0, 1]]`` gives every
             replica both. Set as ``CUDA_VISIBLE_DEVICES`` before any user code runs.
-        name: the stage's name in errors, stats and plans (defaults to the class name).
+        name: the stage's name in errors, stats and plans. Left unset, it is the class (or
+            function) name; when two different stages of a graph would get the same name that
+            way, the graph names each by its place (see `parapipe.graph.as_graph`).
         retries: extra attempts after the worker died (default: the engine's, 2) or after an
             exception listed in ``retry_on``. User exceptions are not retried by default: most
             are deterministic, and retrying them only triples the time to the same error.
@@ -56,15 +119,16 @@ class Stage:
             recycled; over it during an item, it is killed and that item fails.
         max_items_per_worker: recycle a worker after this many items (for leaky libraries).
         batch_size: define ``process_batch(items) -> list`` and items arriving from concurrent
-            requests and ``map`` are grouped into batches of up to this many (or of this much
-            ``batch_cost``) before they reach the worker.
-        batch_wait: the most seconds a batch waits to fill, from its first item's arrival.
+            requests and ``map`` are grouped into batches before they reach the worker. A count
+            of items, or, with ``batch_cost`` overridden, a total cost (e.g. ``30.0`` audio
+            seconds); any number > 0.
+        batch_wait: the most seconds (>= 0) a batch waits to fill, from its first item's arrival.
         batch_fallback: when ``process_batch`` raises, retry the batch's items one by one so only
             the bad item fails (else every item of the batch gets the error).
     """
 
     name: str | None = None
-    cpus: int | str = 1
+    cpus: int | Literal["auto"] = 1
     replicas: int = 1
     gpus: GpuSpec = None
     retries: int | None = None
@@ -72,7 +136,7 @@ class Stage:
     timeout: float | None = None
     max_memory: int | str | None = None
     max_items_per_worker: int | None = None
-    batch_size: float = 8
+    batch_size: int | float = 8
     batch_wait: float = 0.01
     batch_fallback: bool = False
 
@@ -115,36 +179,21 @@ class Stage:
 
     def validate(self) -> None:
         """Check the options; raise `ConfigError` saying what to fix."""
-        name = self.stage_name
-        if not isinstance(self.replicas, int) or self.replicas < 1:
-            raise ConfigError(f"stage {name!r}: replicas must be an int >= 1, got {self.replicas!r}")
-        if self.cpus != "auto" and (not isinstance(self.cpus, int) or self.cpus < 1):
-            raise ConfigError(f"stage {name!r}: cpus must be an int >= 1 or 'auto', got {self.cpus!r}")
-        self.gpus_for(0)
-        if self.retries is not None and (not isinstance(self.retries, int) or self.retries < 0):
-            raise ConfigError(f"stage {name!r}: retries must be an int >= 0, got {self.retries!r}")
-        if not isinstance(self.retry_on, tuple) or not all(
-            isinstance(t, type) and issubclass(t, BaseException) for t in self.retry_on
-        ):
-            raise ConfigError(f"stage {name!r}: retry_on must be a tuple of exception types, got {self.retry_on!r}")
-        if self.timeout is not None and not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
-            raise ConfigError(f"stage {name!r}: timeout must be a number of seconds > 0, got {self.timeout!r}")
-        parse_size(self.max_memory, f"stage {name!r} max_memory")
-        if self.max_items_per_worker is not None and (
-            not isinstance(self.max_items_per_worker, int) or self.max_items_per_worker < 1
-        ):
-            raise ConfigError(f"stage {name!r}: max_items_per_worker must be an int >= 1")
+        for option in _OPTION_NAMES:
+            _check_option(option, getattr(self, option), f"stage {self.stage_name!r}")
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Check options set as class attributes when the class is defined, naming the class,
+        rather than at engine start with nothing to point at."""
+        super().__init_subclass__(**kwargs)
+        for option in _OPTION_NAMES:
+            value = cls.__dict__.get(option, _UNSET)
+            if value is not _UNSET and not hasattr(type(value), "__get__"):  # a property is checked per instance
+                _check_option(option, value, f"stage class {cls.__name__}")
 
     def gpus_for(self, replica: int) -> tuple[int, ...]:
         """The GPU device ids given to one replica."""
-        if not self.gpus:
-            return ()
-        spec = list(self.gpus)
-        chosen = spec[replica % len(spec)]
-        ids = tuple(chosen) if isinstance(chosen, (list, tuple)) else (chosen,)
-        if not all(isinstance(i, int) and i >= 0 for i in ids):
-            raise ConfigError(f"stage {self.stage_name!r}: gpus must hold device ids, got {self.gpus!r}")
-        return ids
+        return _gpu_ids(self.gpus, replica, f"stage {self.stage_name!r}")
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.stage_name!r} replicas={self.replicas} cpus={self.cpus}>"
@@ -157,12 +206,16 @@ class _FunctionStage(Stage):
         if not callable(fn):
             raise ConfigError(f"pp.stage() needs a function, got {fn!r}")
         self.fn = fn
-        self.name = opts.pop("name", None) or getattr(fn, "__name__", "stage")
+        self.name = opts.pop("name", None)
         for key, value in opts.items():
             if key not in _OPTION_NAMES:
                 raise ConfigError(f"unknown stage option {key!r}; use {list(_OPTION_NAMES)}")
             setattr(self, key, value)
         self.validate()
+
+    @property
+    def stage_name(self) -> str:
+        return self.name or str(getattr(self.fn, "__name__", "stage"))
 
     def process(self, item: Any) -> Any:
         return self.fn(item)
@@ -217,10 +270,45 @@ def _resolve_function(module: str, qualname: str) -> Callable[..., Any]:
     return found.fn if isinstance(found, _FunctionStage) else found
 
 
+def same_stage(a: Stage, b: Stage) -> bool:
+    """True when ``a`` and ``b`` are one stage with shared workers: the same object, or two
+    wrappings of the same function with equal options (a function named twice in a graph)."""
+    if a is b:
+        return True
+    if not (isinstance(a, _FunctionStage) and isinstance(b, _FunctionStage)) or a.fn is not b.fn:
+        return False
+    return type(a) is type(b) and all(getattr(a, o) == getattr(b, o) for o in _OPTION_NAMES)
+
+
+_MAIN_MODULE = re.compile(r"\b__(?:mp_)?main__\b")
+
+
+def load_stage(stage_bytes: bytes) -> Stage:
+    """The stage a worker serves, unpickled from the bytes its pool sent.
+
+    A function or Stage class defined inside the script's ``if __name__ == "__main__":`` block
+    exists only in the parent: a spawned worker imports the script as ``__mp_main__`` without
+    running that block, and pickle's own error does not say so. That case becomes a
+    `ConfigError` saying where to define the stage; any other failure is raised as it is.
+    """
+    try:
+        loaded: Stage = pickle.loads(stage_bytes)
+    except (AttributeError, pickle.UnpicklingError) as exc:
+        if not _MAIN_MODULE.search(str(exc)):
+            raise
+        raise ConfigError(
+            f"the stage cannot be loaded in its worker process ({exc}): it is defined where only the "
+            'main script\'s process can see it, e.g. inside `if __name__ == "__main__":`, which a worker '
+            "does not run (it imports the script as __mp_main__). Define the stage's function or Stage "
+            "class at module level, above that block, or in a module of its own"
+        ) from exc
+    return loaded
+
+
 @overload
-def stage(fn: F, /, **opts: Any) -> _FunctionStage: ...
+def stage(fn: Callable[..., Any], /, **opts: Any) -> Stage: ...
 @overload
-def stage(fn: None = None, /, **opts: Any) -> Callable[[F], _FunctionStage]: ...
+def stage(fn: None = None, /, **opts: Any) -> Callable[[Callable[..., Any]], Stage]: ...
 
 
 def stage(fn: Callable[..., Any] | None = None, /, **opts: Any) -> Any:

@@ -16,6 +16,7 @@ PUBLIC = {
     "Parallel",
     "ParapipeError",
     "Pipeline",
+    "ResultLost",
     "Stage",
     "StageError",
     "StageFailed",
@@ -44,5 +45,5 @@ def test_clients_load_lazily():
 
 
 def test_every_error_derives_from_the_root():
-    errors = [getattr(pp, n) for n in PUBLIC if n.endswith(("Error", "Closed", "Failed", "Died", "Timeout"))]
+    errors = [getattr(pp, n) for n in PUBLIC if n.endswith(("Error", "Closed", "Failed", "Died", "Timeout", "Lost"))]
     assert errors and all(issubclass(e, pp.ParapipeError) for e in errors)

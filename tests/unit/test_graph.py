@@ -5,7 +5,7 @@ import pickle
 import pytest
 
 import parapipe as pp
-from parapipe.graph import latency_tree, stages
+from parapipe.graph import as_graph, latency_tree, stages
 
 
 def double(x):
@@ -32,10 +32,53 @@ def test_functions_become_stages_and_nest():
     )
 
 
-def test_duplicate_names_of_different_stages_are_rejected():
-    with pytest.raises(pp.GraphError, match="named 'Model'"):
-        stages(pp.Parallel(a=Model(), b=Model()))
-    assert len(stages(pp.Parallel(a=Model(), b=Model().options(name="m2")))) == 2
+def names(graph):
+    return [s.stage_name for s in stages(graph)]
+
+
+def test_explicit_equal_names_of_different_stages_are_rejected():
+    with pytest.raises(pp.GraphError, match="named 'm'"):
+        stages(pp.Parallel(a=Model().options(name="m"), b=Model().options(name="m")))
+    assert names(pp.Parallel(a=Model(), b=Model().options(name="m2"))) == ["Model", "m2"]
+
+
+def test_unnamed_instances_of_one_class_are_named_by_their_place():
+    assert names(pp.Parallel(x=Model(), y=Model())) == ["x.Model", "y.Model"]
+    assert names(pp.Pipeline(Model(), pp.Parallel(x=Model(), y=Model()), Model())) == [
+        "Model",
+        "x.Model",
+        "y.Model",
+        "Model_2",
+    ]
+    nested = pp.Parallel(o=pp.Parallel(x=Model()), p=pp.Pipeline(Model(), Model()))
+    assert names(nested) == ["o.x.Model", "p.Model", "p.Model_2"]
+    assert names(pp.Parallel(a=Model(), b=Model().options(name="Model"))) == ["a.Model", "Model"]
+
+
+def test_resolved_graph_carries_the_names_without_touching_the_user_stages():
+    x, y = Model(), Model()
+    graph = as_graph(pp.Parallel(x=x, y=y))
+    assert [graph.branches[k].stage_name for k in "xy"] == ["x.Model", "y.Model"]
+    assert x.name is None and y.name is None and x.stage_name == "Model"
+    again = as_graph(graph)
+    assert [s.stage_name for s in stages(again)] == ["x.Model", "y.Model"]
+    assert latency_tree(graph) == ("par", [("stage", "x.Model"), ("stage", "y.Model")])
+
+
+def test_one_stage_object_used_twice_stays_one_stage():
+    m = Model()
+    graph = as_graph(pp.Pipeline(m, pp.Parallel(a=m, b=double)))
+    assert names(graph) == ["Model", "double"]
+    assert graph.steps[0] is m and graph.steps[1].branches["a"] is m
+
+
+def test_a_plain_function_used_twice_is_one_stage():
+    graph = as_graph(pp.Pipeline(double, pp.Parallel(p=decorated, q=double)))
+    assert names(graph) == ["double", "decorated"]
+    assert graph.steps[0] is graph.steps[1].branches["q"]
+    assert names(pp.Pipeline(double, pp.stage(double))) == ["double"]
+    assert names(pp.Pipeline(double, pp.stage(double, replicas=2))) == ["double", "double_2"]
+    assert names(pp.Pipeline(double, pp.stage(double, name="twice"))) == ["double", "twice"]
 
 
 @pytest.mark.parametrize(
@@ -62,6 +105,58 @@ def test_stage_options_validate():
         Model().options(colour="red")
     assert Model().options(gpus=[0, 1]).gpus_for(3) == (1,)
     assert Model().options(gpus=[[0, 1]]).gpus_for(3) == (0, 1)
+    with pytest.raises(pp.ConfigError, match="gpus"):
+        Model().options(gpus=[0, -1])
+
+
+@pytest.mark.parametrize(
+    ("opts", "match"),
+    [
+        ({"batch_size": 0}, "'Model': batch_size must be a number > 0"),
+        ({"batch_size": -2.5}, "batch_size"),
+        ({"batch_size": True}, "batch_size"),
+        ({"batch_size": "8"}, "batch_size"),
+        ({"batch_size": float("inf")}, "batch_size"),
+        ({"batch_wait": -0.1}, "'Model': batch_wait must be a number of seconds >= 0"),
+        ({"batch_wait": None}, "batch_wait"),
+        ({"batch_fallback": "yes"}, "batch_fallback must be True or False"),
+        ({"name": ""}, "name"),
+    ],
+)
+def test_batch_options_are_checked_where_they_are_set(opts, match):
+    with pytest.raises(pp.ConfigError, match=match):
+        Model().options(**opts)
+    with pytest.raises(pp.ConfigError, match=match.replace("'Model'", "'double'")):
+        pp.stage(double, **opts)
+
+
+def test_valid_batch_options_pass():
+    assert Model().options(batch_size=2.5, batch_wait=0, batch_fallback=True).batch_size == 2.5
+    assert pp.stage(double, batch_size=4, batch_wait=0.5).batch_wait == 0.5
+
+
+def test_class_level_options_are_checked_when_the_class_is_defined():
+    with pytest.raises(pp.ConfigError, match=r"stage class Bad: batch_size must be a number > 0 .*, got 0$"):
+
+        class Bad(pp.Stage):
+            batch_size = 0
+
+    with pytest.raises(pp.ConfigError, match="stage class Slow: batch_wait"):
+
+        class Slow(pp.Stage):
+            batch_wait = -1
+
+    with pytest.raises(pp.ConfigError, match="stage class Many: replicas"):
+
+        class Many(pp.Stage):
+            replicas = 0
+
+    class Named(pp.Stage):
+        @property
+        def name(self):
+            return "computed"
+
+    assert Named().stage_name == "computed"
 
 
 def test_decorated_function_stage_pickles_by_reference():
