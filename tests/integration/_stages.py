@@ -281,3 +281,31 @@ def unsendable_result(n: int) -> Any:
     if n == 2:
         return {"audio": np.zeros(1_000_000, np.float32), "lock": threading.Lock()}
     return n
+
+
+class Troubled(pp.Stage):
+    """Each way an item can fail, by name: "die" kills the worker, "hang" runs past the
+    timeout, "raise" raises; anything else comes back as it is."""
+
+    timeout = 2.0
+
+    def process(self, item: Any) -> Any:
+        if item == "die":
+            os.kill(os.getpid(), 9)
+        if item == "hang":
+            threading.Event().wait()
+        if item == "raise":
+            raise ValueError("asked to raise")
+        return item
+
+
+class OpenCVThreads(pp.Stage):
+    """Reports the size of OpenCV's thread pool in a worker whose setup() imported OpenCV."""
+
+    def setup(self) -> None:
+        import cv2  # noqa: F401 - the stage's own import, as a real one would do
+
+    def process(self, item: Any) -> int:
+        import cv2
+
+        return int(cv2.getNumThreads())
