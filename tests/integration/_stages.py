@@ -240,6 +240,20 @@ def blob(n: int) -> bytes:
     return bytes([n % 256]) * 300_000
 
 
+NEAR_PIPE_LIMIT = 32 * 1024 - 200
+"""Bytes that, pickled in a message, stay just under `protocol.PIPE_MESSAGE_LIMIT`."""
+
+
+def near_pipe_limit(n: int) -> bytes:
+    return bytes([n % 256]) * NEAR_PIPE_LIMIT
+
+
+def reverse_slowly(b: bytes) -> bytes:
+    """Slow enough (3 ms) that the pool sends one item per message, never several packed."""
+    time.sleep(0.003)
+    return b[::-1]
+
+
 def pass_blob(b: bytes) -> bytes:
     return b[::-1]
 
