@@ -679,7 +679,7 @@ def _raw(rep: dict[str, Any]) -> dict[str, Any]:
 
 def run_all(tmp: Path, files: list[str], lone_files: list[str], warm: list[str], enrolled: Path,
             rounds: int) -> dict[str, Any]:
-    from parapipe.resources import thread_env
+    from parapipe.worker.spawn import thread_env
 
     def opts(name: str, **extra: Any) -> dict[str, Any]:
         db = tmp / f"voices-{name}.db"  # each host learns its own unknown-N labels

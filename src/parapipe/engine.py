@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from . import autotune, transport
 from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
-from .errors import ConfigError, EngineClosed, ItemError, StageError, TaskTimeout, WorkerDied
+from .errors import ConfigError, EngineClosed, ItemError, TaskTimeout, WorkerDied
 from .graph import Node, as_graph, map_stages, stages
 from .journal import JobStore
 from .progress import NO_BAR as _NO_BAR
@@ -384,8 +384,8 @@ class Engine:
             if k not in rows.errors:
                 yield value
                 continue
-            stage, info = rows.errors[k]
-            err = StageError.from_exc_info(stage, info, index=first + k)
+            err = rows.errors[k]
+            err.index = first + k
             if not return_exceptions:
                 raise err
             yield err

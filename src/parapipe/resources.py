@@ -1,4 +1,5 @@
-"""CPU and GPU budgets for workers: which cores exist, who gets which, and how to cap thread pools.
+"""CPU and GPU budgets for workers: which cores exist and who gets which (the environment that
+caps a worker's thread pools is `parapipe.worker.spawn.thread_env`).
 
 Everything here is a pure function of its arguments (plus, for `usable_cores`, what the kernel
 says about this process), so the engine computes one plan up front and every worker applies its
@@ -29,11 +30,9 @@ __all__ = [
     "WorkerBudget",
     "compact_ids",
     "format_plan",
-    "gpu_env",
     "plan_latency",
     "plan_static",
     "plan_throughput",
-    "thread_env",
     "usable_cores",
 ]
 
@@ -41,28 +40,6 @@ MAX_CPUS_ENV = "PARAPIPE_MAX_CPUS"
 """Environment variable that caps the cores parapipe uses, e.g. to leave room for other services."""
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-# Native thread pools read these once, when their library loads; hence they must be in the
-# worker's environment before any import. Not listed on purpose:
-# * CTranslate2 (faster-whisper) has no env knob: with cpu_threads=0 it follows OMP_NUM_THREADS.
-# * onnxruntime takes intra_op_num_threads in its SessionOptions; the stage passes it itself.
-# * KMP_BLOCKTIME: only Intel's libiomp reads it (pip torch uses GNU libgomp), and spinning only
-#   hurts when workers share cores, which the plans below avoid by capping threads to cores.
-_THREAD_VARS = (
-    "OMP_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "NUMEXPR_MAX_THREADS",
-    "RAYON_NUM_THREADS",  # Rust pools, e.g. HuggingFace tokenizers
-    "TF_NUM_INTRAOP_THREADS",
-)
-
-# Inter-op parallelism runs whole ops side by side, each with its own intra-op pool: with more
-# than one the worker would use a multiple of its budget.
-_SINGLE_THREAD_VARS = ("TF_NUM_INTEROP_THREADS",)
 
 
 @dataclass(frozen=True)
@@ -100,9 +77,9 @@ class WorkerBudget:
     Attributes:
         stage: name of the stage the worker serves.
         replica: index of the worker within its stage.
-        threads: size of the worker's native thread pools (see `thread_env`).
+        threads: size of the worker's native thread pools (see `parapipe.worker.spawn.thread_env`).
         cores: cores the worker is pinned to with ``os.sched_setaffinity``.
-        gpus: GPU ids the worker sees (see `gpu_env`).
+        gpus: GPU ids the worker sees (see `parapipe.worker.spawn.gpu_env`).
     """
 
     stage: str
@@ -148,10 +125,10 @@ def _cgroup_cpu_limit(root: Path) -> int | None:
         quota, _, period = text.partition(" ")
         return _quota_cpus(quota, period)
     for controller in (root / "cpu", root / "cpu,cpuacct"):
-        quota = _read(controller / "cpu.cfs_quota_us")
-        period = _read(controller / "cpu.cfs_period_us")
-        if quota is not None and period is not None:
-            return _quota_cpus(quota, period)
+        v1_quota = _read(controller / "cpu.cfs_quota_us")
+        v1_period = _read(controller / "cpu.cfs_period_us")
+        if v1_quota is not None and v1_period is not None:
+            return _quota_cpus(v1_quota, v1_period)
     return None
 
 
@@ -241,35 +218,6 @@ def _fair_threads(wanted: list[int], ncores: int) -> list[int]:
     return threads
 
 
-# --------------------------------------------------------------------------- environment
-
-
-def thread_env(threads: int) -> dict[str, str]:
-    """Variables that cap every common native thread pool of a worker to ``threads``.
-
-    They only work if set before the libraries load, which is why the worker applies them to
-    its environment before importing any user code.
-    """
-    if threads < 1:
-        raise ConfigError(f"a worker needs >= 1 thread, got {threads}")
-    env = dict.fromkeys(_THREAD_VARS, str(threads))
-    env.update(dict.fromkeys(_SINGLE_THREAD_VARS, "1"))
-    return env
-
-
-def gpu_env(gpus: tuple[int, ...]) -> dict[str, str]:
-    """``CUDA_VISIBLE_DEVICES`` for a worker that was given GPUs; ``{}`` when it was given none.
-
-    A stage that asked for no GPU keeps the environment it inherited rather than having GPUs
-    hidden from it: it may not use CUDA at all, and hiding is the user's call, not ours.
-    """
-    if any(g < 0 for g in gpus):
-        raise ConfigError(f"GPU ids must be >= 0, got {gpus}")
-    if not gpus:
-        return {}
-    return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}
-
-
 # --------------------------------------------------------------------------- throughput plan
 
 
@@ -305,7 +253,7 @@ def plan_throughput(
     return plan
 
 
-def _replica_caps(costs: Mapping[str, float], max_replicas: Mapping[str, int]) -> dict[str, int]:
+def _replica_caps(costs: Mapping[str, float], max_replicas: Mapping[str, int]) -> dict[str, float]:
     """Check costs and caps, and return each stage's replica cap (unbounded where none is set)."""
     for stage, cost in costs.items():
         if not cost >= 0:  # also catches NaN
@@ -363,11 +311,11 @@ def _assign(tree: LatencyTree, costs: Mapping[str, float], cores: int, out: dict
     if kind == "stage":
         _assign_stage(str(body), costs, cores, out)
     elif kind == "seq":
-        for child in body:
+        for child in _children(body):
             _assign(child, costs, cores, out)
     elif kind == "par":
-        weights = [_critical_path(child, costs) for child in body]
-        for child, share in zip(body, _par_shares(cores, weights), strict=True):
+        weights = [_critical_path(child, costs) for child in _children(body)]
+        for child, share in zip(_children(body), _par_shares(cores, weights), strict=True):
             _assign(child, costs, share, out)
     else:
         raise ConfigError(f"latency tree node must be 'stage', 'seq' or 'par', got {kind!r}")
@@ -386,10 +334,16 @@ def _critical_path(tree: LatencyTree, costs: Mapping[str, float]) -> float:
     kind, body = tree
     if kind == "stage":
         return costs.get(str(body), 0.0)
-    paths = [_critical_path(child, costs) for child in body]
+    paths = [_critical_path(child, costs) for child in _children(body)]
     if kind == "seq":
         return sum(paths)
     return max(paths, default=0.0)
+
+
+def _children(body: str | Sequence[LatencyTree]) -> Sequence[LatencyTree]:
+    """The subtrees of a seq or par node (whose body is never a stage name)."""
+    assert not isinstance(body, str)
+    return body
 
 
 def _par_shares(cores: int, weights: list[float]) -> list[int]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from .errors import ResultLost, StageError, TransportError
+from .errors import ItemError, ResultLost, StageError, TransportError
 from .graph import Node, Parallel, Pipeline
 from .stage import Stage
 from .transport import unpacked
@@ -128,7 +128,7 @@ class _ParNode:
 
     def _merge_chunk(self, results: dict[str, ChunkResult]) -> ChunkResult:
         """Merge a chunk element by element; an element fails if any branch failed it."""
-        errors: dict[int, tuple[str, ExcInfo]] = {}
+        errors: dict[int, ItemError] = {}
         for branch in results.values():
             for i, err in branch.errors.items():
                 errors.setdefault(i, err)
@@ -142,7 +142,7 @@ class _ParNode:
                 values.append(self.merge(dict(zip(names, row, strict=True))))
             except Exception as exc:  # a merge error is this element's error
                 values.append(None)
-                errors[i] = (self.stage, ExcInfo.capture(exc))
+                errors[i] = StageError.from_exc_info(self.stage, ExcInfo.capture(exc))
         return ChunkResult(values, errors)
 
 

@@ -240,6 +240,20 @@ def blob(n: int) -> bytes:
     return bytes([n % 256]) * 300_000
 
 
+NEAR_PIPE_LIMIT = 32 * 1024 - 200
+"""Bytes that, pickled in a message, stay just under `protocol.PIPE_MESSAGE_LIMIT`."""
+
+
+def near_pipe_limit(n: int) -> bytes:
+    return bytes([n % 256]) * NEAR_PIPE_LIMIT
+
+
+def reverse_slowly(b: bytes) -> bytes:
+    """Slow enough (3 ms) that the pool sends one item per message, never several packed."""
+    time.sleep(0.003)
+    return b[::-1]
+
+
 def pass_blob(b: bytes) -> bytes:
     return b[::-1]
 
@@ -281,3 +295,31 @@ def unsendable_result(n: int) -> Any:
     if n == 2:
         return {"audio": np.zeros(1_000_000, np.float32), "lock": threading.Lock()}
     return n
+
+
+class Troubled(pp.Stage):
+    """Each way an item can fail, by name: "die" kills the worker, "hang" runs past the
+    timeout, "raise" raises; anything else comes back as it is."""
+
+    timeout = 2.0
+
+    def process(self, item: Any) -> Any:
+        if item == "die":
+            os.kill(os.getpid(), 9)
+        if item == "hang":
+            threading.Event().wait()
+        if item == "raise":
+            raise ValueError("asked to raise")
+        return item
+
+
+class OpenCVThreads(pp.Stage):
+    """Reports the size of OpenCV's thread pool in a worker whose setup() imported OpenCV."""
+
+    def setup(self) -> None:
+        import cv2  # noqa: F401 - the stage's own import, as a real one would do
+
+    def process(self, item: Any) -> int:
+        import cv2
+
+        return int(cv2.getNumThreads())

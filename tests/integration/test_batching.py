@@ -76,13 +76,15 @@ def test_batching_inside_parallel_and_pipeline():
 
 
 def test_a_cancelled_item_never_joins_a_batch():
-    """Item 3 fails in its other branch while it waits for a batch: the batch goes without it."""
-    graph = pp.Parallel(check=pp.stage(S.fail_on_three), probe=S.BatchProbe().options(batch_wait=1.0))
+    """Item 3 fails in its other branch while it waits for a batch (a minute: only filling
+    releases one). Item 4 fills its batch, which goes without it; 5 and 6 fill the next."""
+    probe = S.BatchProbe().options(batch_size=2, batch_wait=60.0)
+    graph = pp.Parallel(check=pp.stage(S.fail_on_three), probe=probe)
     with pp.Engine(graph) as engine:
         doomed = engine.submit(3)
         with pytest.raises(pp.StageError):
             doomed.result(TIMEOUT)
-        out = engine.run(4, timeout=TIMEOUT)
+        out = [f.result(TIMEOUT)["probe"] for f in [engine.submit(4), engine.submit(5), engine.submit(6)]]
         hist = engine.stats()["BatchProbe"]["batches"]
-    assert out["probe"] == {"item": 4, "size": 1, "start": out["probe"]["start"]}
-    assert hist["items"] == 1
+    assert [(r["item"], r["size"]) for r in out] == [(4, 1), (5, 2), (6, 2)]
+    assert hist["items"] == 3 and hist["batches"] == 2

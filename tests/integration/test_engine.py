@@ -211,10 +211,32 @@ def test_submit_after_close_raises():
 
 
 def test_stats_count_items():
-    with pp.Engine(pp.Pipeline(S.square, S.fail_on_three)) as engine:
-        list(engine.map([1, 2, 3, 4], return_exceptions=True))
+    with pp.Engine(pp.Pipeline(S.add_one, S.fail_on_three)) as engine:
+        out = list(engine.map([0, 1, 2, 3], return_exceptions=True))  # 2 + 1 == 3 fails
         stats = engine.stats()
-    assert stats["square"]["done"] == 4
-    assert stats["fail_on_three"]["done"] == 4
-    assert stats["fail_on_three"]["failed"] == 0
-    assert stats["square"]["latency_p50_s"] is not None
+    assert isinstance(out[2], pp.StageError)
+    assert stats["add_one"]["done"] == 4 and stats["add_one"]["failed"] == 0
+    assert stats["fail_on_three"]["done"] == 3
+    assert stats["fail_on_three"]["failed"] == 1
+    assert stats["fail_on_three"]["failed_by_kind"] == {"StageError": 1}
+    assert stats["add_one"]["latency_p50_s"] is not None
+
+
+def test_stats_count_every_final_failure_once_and_no_retried_attempt():
+    with pp.Engine(S.Troubled(), retries=1) as engine:
+        out = list(engine.map(["ok", "die", "hang", "raise"], return_exceptions=True))
+        stats = engine.stats()["Troubled"]
+    assert out[0] == "ok"
+    assert [type(e) for e in out[1:]] == [pp.WorkerDied, pp.TaskTimeout, pp.StageError]
+    assert stats["done"] == 1
+    assert stats["failed"] == 3  # the first death of "die" was retried: not a failure
+    assert stats["failed_by_kind"] == {"WorkerDied": 1, "TaskTimeout": 1, "StageError": 1}
+
+
+def test_stats_count_items_failed_by_a_stage_that_is_down(tmp_path):
+    with pp.Engine(S.SetupOnce(str(tmp_path / "loaded"))) as engine:
+        os.kill(engine.run(0, timeout=60), 9)
+        with pytest.raises(pp.StageFailed):
+            engine.run(1, timeout=60)
+        stats = engine.stats()["SetupOnce"]
+    assert stats["done"] == 1 and stats["failed"] == 1 and stats["failed_by_kind"] == {"StageFailed": 1}

@@ -97,10 +97,16 @@ def test_unpicklable_stage_is_a_config_error():
         pp.Engine(pp.stage(lambda x: x)).start()
 
 
-def test_close_cancels_pending_when_the_block_raises():
-    with pytest.raises(RuntimeError, match="stop"), pp.Engine(S.square) as engine:
-        engine.run(1, timeout=TIMEOUT)
+def test_close_cancels_pending_when_the_block_raises(tmp_path):
+    fifo = tmp_path / "hold"
+    os.mkfifo(fifo)
+    with pytest.raises(RuntimeError, match="stop"), pp.Engine(S.spin_or_hold) as engine:
+        held = engine.submit(str(fifo))
+        queued = engine.submit(0.0)
+        writer = open(fifo, "w")  # noqa: SIM115 - returns once the worker holds the item
+        held.add_done_callback(lambda _: (writer.write("go\n"), writer.close()))  # let it end, once cancelled
         raise RuntimeError("stop")
+    assert held.cancelled() and queued.cancelled()
     assert engine.workers() == [] or all(w["state"] == "dead" for w in engine.workers())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 
@@ -22,6 +23,25 @@ def test_hanging_item_hits_timeout_and_the_rest_are_served():
     assert out[0] == "a" and out[2] == "b"
     assert isinstance(out[1], pp.TaskTimeout) and out[1].timeout == 2.0 and out[1].index == 1
     assert restarts == 1
+
+
+def test_a_kill_parapipe_did_itself_is_logged_as_such(caplog):
+    with caplog.at_level(logging.WARNING, logger="parapipe"), pp.Engine(S.Hang()) as engine:
+        with pytest.raises(pp.TaskTimeout):
+            engine.run("hang", timeout=TIMEOUT)
+        assert engine.run("a", timeout=TIMEOUT) == "a"  # the replacement is up: the exit was logged
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "parapipe")
+    assert "parapipe killed it: an item ran past the stage's timeout of 2.0 s" in text
+    assert "OOM" not in text and "from outside" not in text
+
+
+def test_passing_max_memory_is_logged_as_such(caplog):
+    with caplog.at_level(logging.WARNING, logger="parapipe"), pp.Engine(S.MemoryHog()) as engine:
+        with pytest.raises(pp.WorkerDied):
+            engine.run("hog", timeout=TIMEOUT)
+        assert engine.run("a", timeout=TIMEOUT) == "a"
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "parapipe")
+    assert "passed max_memory (0.39 GiB)" in text and "exited with code" not in text
 
 
 def test_retry_on_retries_listed_user_exceptions():

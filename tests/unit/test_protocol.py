@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from parapipe.worker.protocol import Chunk, ChunkResult, ExcInfo, run_chunk
+import parapipe as pp
+from parapipe.worker.execute import run_chunk
+from parapipe.worker.protocol import Chunk, ChunkResult
 
 
 def test_each_element_runs_once_and_errors_stay_in_place() -> None:
@@ -19,14 +21,16 @@ def test_each_element_runs_once_and_errors_stay_in_place() -> None:
     out = run_chunk(process, "s", Chunk(range(10)))
     assert calls == list(range(10))  # resumed after each failure, nothing run twice
     assert sorted(out.errors) == [1, 5, 9]
-    assert out.errors[5][0] == "s" and out.errors[5][1].message == "bad 5"
+    err = out.errors[5]
+    assert isinstance(err, pp.StageError) and err.stage == "s" and err.message == "bad 5"
+    assert err.exc_type == "ValueError" and err.index is None  # map sets the index
     assert out.values == [0, None, 20, 30, 40, None, 60, 70, 80, None]
 
 
 def test_elements_that_failed_upstream_are_skipped() -> None:
-    upstream = ChunkResult([1, None, 3], {1: ("first", ExcInfo("ValueError", "no", ""))})
+    upstream = ChunkResult([1, None, 3], {1: pp.StageError("first", "no", exc_type="ValueError")})
     calls: list[Any] = []
     out = run_chunk(lambda x: calls.append(x) or x + 1, "second", upstream)
     assert calls == [1, 3]
     assert out.values == [2, None, 4]
-    assert out.errors[1][0] == "first"
+    assert out.errors[1].stage == "first"

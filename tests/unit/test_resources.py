@@ -13,14 +13,13 @@ from parapipe.resources import (
     WorkerBudget,
     compact_ids,
     format_plan,
-    gpu_env,
     plan_latency,
     plan_static,
     plan_throughput,
-    thread_env,
     usable_cores,
 )
 from parapipe.resources import _cgroup_cpu_limit as cgroup_cpu_limit
+from parapipe.worker.spawn import gpu_env, thread_env
 
 AUDIO_COSTS = {"asr": 0.63, "spk": 0.06, "pitch": 0.05}
 

@@ -16,14 +16,13 @@ import pickle
 import signal
 import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .. import context, transport
-from . import protocol as P
+from . import protocol
+from .execute import Errors, run_batch, run_one
 
 
 @dataclass(frozen=True)
@@ -51,19 +50,15 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
     try:
         stage = _build(boot)
     except BaseException as exc:
-        send(P.dumps((P.FAILED, P.ExcInfo.capture(exc))))
+        send(protocol.dumps((protocol.FAILED, protocol.ExcInfo.capture(exc))))
         return
-    send(P.dumps((P.READY, _describe(boot))))
+    send(protocol.dumps((protocol.READY, _describe(boot))))
     if boot.max_memory is not None:
         _watch_memory(boot.max_memory)
     retired = _serve(conn, send, stage, boot)
     stage.teardown()
     if retired:
-        sys.exit(P.RECYCLE_EXIT)
-
-
-_Errors = tuple[type[BaseException], ...]
-_Pack = Callable[[Any], Any]
+        sys.exit(protocol.RECYCLE_EXIT)
 
 
 def _build(boot: WorkerBoot) -> Any:
@@ -93,65 +88,26 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> boo
 
 
 def _serve_with(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, arena: transport.SegmentArena) -> bool:
-    encode = functools.partial(transport.encode, arena=arena, threshold=P.PIPE_MESSAGE_LIMIT)
-    pack = functools.partial(transport.pack, arena=arena, threshold=P.PIPE_MESSAGE_LIMIT)
-    retry_on = tuple(stage.retry_on)
+    encode = functools.partial(transport.encode, arena=arena, threshold=protocol.PIPE_MESSAGE_LIMIT)
+    pack = functools.partial(transport.pack, arena=arena, threshold=protocol.PIPE_MESSAGE_LIMIT)
+    retry_on: Errors = tuple(stage.retry_on)
     served = 0
     while True:
         try:
             msg = transport.decode(conn.recv_bytes())
         except (EOFError, OSError):
             return False
-        if msg[0] == P.STOP:
+        if msg[0] == protocol.STOP:
             return False
-        if msg[0] == P.BATCH:
+        if msg[0] == protocol.BATCH:
             results = run_batch(stage, msg[1], retry_on, pack)
         else:
-            results = [_run_one(stage, tid, item, retry_on, pack) for tid, item in msg[1]]
+            results = [run_one(stage, tid, item, retry_on, pack) for tid, item in msg[1]]
         del msg  # its arrays unmap now, unless the stage kept them: the parent may reuse those
-        send(P.dump_results(results, encode, transport.drain_unmapped()))
+        send(protocol.dump_results(results, encode, transport.drain_unmapped()))
         served += len(results)
         if _should_retire(boot, served):
             return True
-
-
-def _run_one(stage: Any, tid: int, item: Any, retry_on: _Errors, pack: _Pack) -> P.Result:
-    """Large results leave `pack`ed, so the parent can pass them on without reading them."""
-    c0, t0 = time.process_time(), time.monotonic()
-    try:
-        if isinstance(item, (P.Chunk, P.ChunkResult)):
-            value, ok = P.run_chunk(stage.process, stage.stage_name, item), True
-        else:
-            ok, value = _packed(pack, stage.process(transport.unpacked(item)))
-    except Exception as exc:  # user errors are data for the parent
-        value, ok = P.ExcInfo.capture(exc, retry_on), False
-    return (tid, ok, value, t0, time.monotonic(), time.process_time() - c0)
-
-
-def _packed(pack: _Pack, value: Any) -> tuple[bool, Any]:
-    """(True, the value ready to send), or (False, why it cannot be sent)."""
-    try:
-        return True, pack(value)
-    except Exception as exc:  # the result cannot be pickled: this item's error
-        return False, P.unsendable(value, exc)
-
-
-def run_batch(stage: Any, rows: list[tuple[int, Any]], retry_on: _Errors, pack: _Pack) -> list[P.Result]:
-    """One ``process_batch`` call for the whole batch; on failure every item gets the error,
-    or, with ``batch_fallback``, each item is retried alone so only the bad one fails."""
-    from ..batching import check_batch_result
-
-    c0, t0 = time.process_time(), time.monotonic()
-    try:
-        items = [transport.unpacked(item) for _, item in rows]
-        values = check_batch_result(stage.process_batch(items), len(rows), stage.stage_name)
-        outcomes = [_packed(pack, v) for v in values]
-    except Exception as exc:  # user errors are data for the parent
-        if stage.batch_fallback and len(rows) > 1:
-            return [r for row in rows for r in run_batch(stage, [row], retry_on, pack)]
-        outcomes = [(False, P.ExcInfo.capture(exc, retry_on))] * len(rows)
-    share, cpu = (time.monotonic() - t0) / len(rows), (time.process_time() - c0) / len(rows)
-    return [(tid, ok, v, t0, t0 + share, cpu) for (tid, _), (ok, v) in zip(rows, outcomes, strict=True)]
 
 
 def _should_retire(boot: WorkerBoot, served: int) -> bool:
@@ -179,7 +135,7 @@ def _watch_memory(limit: int) -> None:
         idle = threading.Event()
         while not idle.wait(_MEMORY_SAMPLE_SECONDS):
             if rss_bytes() > limit:
-                os._exit(P.MEMORY_EXIT)
+                os._exit(protocol.MEMORY_EXIT)
 
     threading.Thread(target=watch, name="parapipe-memory-watch", daemon=True).start()
 
@@ -199,12 +155,13 @@ class _Sender:
 def _watch_parent() -> None:
     """Exit at once when the parent dies, even by SIGKILL, even while a task is running."""
     parent = multiprocessing.parent_process()
-    if parent is None:
+    if parent is None or parent.pid is None:
         return
+    parent_pid = parent.pid
 
     def watch() -> None:
         wait([parent.sentinel])
-        transport.sweep(parent.pid)  # the engine cannot clean up after itself any more
+        transport.sweep(parent_pid)  # the engine cannot clean up after itself any more
         os._exit(1)
 
     threading.Thread(target=watch, name="parapipe-parent-watch", daemon=True).start()
@@ -222,12 +179,17 @@ def pin_all_threads(cores: tuple[int, ...], pid: int | str = "self") -> None:
 
 
 def _limit_thread_pools(threads: int) -> None:
+    """Cap pools that read no variable, or that a library sized before our variables applied
+    (fork, forkserver): BLAS and OpenMP through threadpoolctl, torch and OpenCV by their own call."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=threads)
     torch = sys.modules.get("torch")
     if torch is not None and hasattr(torch, "set_num_threads"):
         torch.set_num_threads(threads)
+    cv2 = sys.modules.get("cv2")  # only if the stage uses it: importing OpenCV costs ~100 ms
+    if cv2 is not None and hasattr(cv2, "setNumThreads"):
+        cv2.setNumThreads(threads)
 
 
 def _describe(boot: WorkerBoot) -> dict[str, Any]:
@@ -261,7 +223,7 @@ class _ForwardHandler(logging.Handler):
                 "args": None,
                 "exc_info": None,
             }
-            self._send(P.dumps((P.LOG, data)))
+            self._send(protocol.dumps((protocol.LOG, data)))
         except (OSError, ValueError, pickle.PicklingError, TypeError):
             self.handleError(record)
 

@@ -1,7 +1,8 @@
 """Messages that cross the process boundary between the parent and a worker.
 
 Every message is one pickled tuple sent with ``Connection.send_bytes``; the first field is its
-kind. Tasks travel in chunks so cheap stages pay one syscall per chunk, not per item.
+kind. Several tasks may be packed into one message, so cheap stages pay one syscall per
+message, not per item (a map `Chunk` is something else: many items as ONE task).
 
     parent -> worker   (TASKS, [(task_id, item), ...]) | (BATCH, [(task_id, item), ...]) | (STOP,)
     worker -> parent   (READY, info) | (FAILED, ExcInfo) | (RESULTS, [Result, ...], unmapped) | (LOG, dict)
@@ -12,10 +13,13 @@ RESULTS: the parent may overwrite those it created (`transport.SegmentArena.recy
 
 from __future__ import annotations
 
+import builtins
 import pickle
 import traceback
 from dataclasses import dataclass
 from typing import Any
+
+from ..errors import ItemError
 
 TASKS = 1
 STOP = 2
@@ -53,14 +57,14 @@ class ExcInfo:
     """The stage listed this exception type in ``retry_on``."""
 
     @classmethod
-    def capture(cls, exc: BaseException, retry_on: tuple[type[BaseException], ...] = ()) -> ExcInfo:
+    def capture(cls, exc: BaseException, retry_on: tuple[builtins.type[BaseException], ...] = ()) -> ExcInfo:
         kind = type(exc)
         name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
         text = "".join(traceback.format_exception(kind, exc, exc.__traceback__))
         return cls(name, str(exc), text, isinstance(exc, retry_on) if retry_on else False)
 
 
-class Chunk(list):  # type: ignore[type-arg]
+class Chunk(list[Any]):
     """Many items travelling as one task, so cheap stages pay per chunk, not per item.
 
     ``map`` uses it when every stage is cheap. A stage handles each element on its own and
@@ -72,12 +76,14 @@ class ChunkResult:
     """Per element of a `Chunk`: its value, or, at the same index in ``errors``, why it failed.
 
     Values stay a plain list (pickled at C speed, yielded as they are); failures, rare, sit
-    apart as ``{index: (stage, ExcInfo)}`` and their slots in ``values`` hold None.
+    apart as ``{index: ItemError}`` and their slots in ``values`` hold None. Each error names
+    the stage that failed the element; its ``index`` is left None, because only ``map`` knows
+    where the chunk started.
     """
 
     __slots__ = ("errors", "values")
 
-    def __init__(self, values: list[Any], errors: dict[int, tuple[str, ExcInfo]] | None = None) -> None:
+    def __init__(self, values: list[Any], errors: dict[int, ItemError] | None = None) -> None:
         self.values = values
         self.errors = errors or {}
 
@@ -86,46 +92,6 @@ class ChunkResult:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ChunkResult, (self.values, self.errors))
-
-
-def run_chunk(process: Any, stage: str, chunk: Chunk | ChunkResult) -> ChunkResult:
-    """Apply ``process`` to each live element; elements that failed upstream pass through."""
-    if isinstance(chunk, ChunkResult):
-        items, errors = chunk.values, dict(chunk.errors)
-    else:
-        items, errors = chunk, {}
-    if not errors:
-        return _run_all(process, stage, items)
-    values: list[Any] = []
-    append = values.append
-    for i, item in enumerate(items):
-        if i in errors:
-            append(None)
-            continue
-        try:
-            append(process(item))
-        except Exception as exc:  # user errors are data, per element
-            append(None)
-            errors[i] = (stage, ExcInfo.capture(exc))
-    return ChunkResult(values, errors)
-
-
-def _run_all(process: Any, stage: str, items: list[Any]) -> ChunkResult:
-    """`run_chunk` when no element failed upstream: one ``try`` around the whole loop (a third
-    of the cost of one per element), resumed after the element that raised."""
-    values: list[Any] = []
-    append = values.append
-    errors: dict[int, tuple[str, ExcInfo]] = {}
-    rest = items
-    while True:
-        try:
-            for item in rest:
-                append(process(item))
-            return ChunkResult(values, errors)
-        except Exception as exc:  # user errors are data, per element
-            errors[len(values)] = (stage, ExcInfo.capture(exc))
-            append(None)
-            rest = items[len(values) :]
 
 
 # A result row: (task_id, ok, value-or-ExcInfo, started, finished, cpu_seconds).
@@ -137,12 +103,8 @@ def dumps(msg: tuple[Any, ...]) -> bytes:
     return pickle.dumps(msg, PROTOCOL)
 
 
-def loads(data: bytes) -> Any:
-    return pickle.loads(data)
-
-
 def dump_results(results: list[Result], encode: Any = dumps, unmapped: list[str] | None = None) -> bytes:
-    """Encode results; a value that cannot be pickled fails its own item, not the whole chunk."""
+    """Encode results; a value that cannot be pickled fails its own item, not the whole message."""
     try:
         return encode((RESULTS, results, unmapped or []))
     except Exception:  # any pickling failure is reported per item below

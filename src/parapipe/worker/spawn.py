@@ -1,4 +1,8 @@
-"""Starting and stopping worker processes: the parts that touch the OS, not the routing."""
+"""Starting and stopping worker processes: the parts that touch the OS, not the routing.
+
+That includes the environment a worker is exec'd with: the variables that cap its native
+thread pools to its budget (`thread_env`) and choose its GPUs (`gpu_env`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from ..errors import ConfigError
 
 _env_lock = threading.Lock()
 
@@ -92,3 +98,58 @@ class Deadlines:
             nearest = min(self._deadlines.values(), default=None)
             self._cond.wait(None if nearest is None else nearest - now)
         return None
+
+
+# Native thread pools read these once, when their library loads; hence they must be in the
+# worker's environment before any import. Pools a variable cannot reach are capped in the
+# worker after setup() (`child._limit_thread_pools`: threadpoolctl, torch, OpenCV).
+# Not listed on purpose:
+# * Apache Arrow sizes its CPU pool from OMP_NUM_THREADS (listed), its I/O pool is not CPU work.
+# * CTranslate2 (faster-whisper) has no env knob: with cpu_threads=0 it follows OMP_NUM_THREADS.
+# * onnxruntime takes intra_op_num_threads in its SessionOptions; the stage passes it itself.
+# * KMP_BLOCKTIME: only Intel's libiomp reads it (pip torch uses GNU libgomp), and spinning only
+#   hurts when workers share cores, which the plans avoid by capping threads to cores.
+_THREAD_VARS = (
+    "OMP_NUM_THREADS",  # OpenMP (torch, scikit-learn, Arrow's CPU pool, ...)
+    "MKL_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "NUMEXPR_MAX_THREADS",
+    "NUMBA_NUM_THREADS",
+    "POLARS_MAX_THREADS",
+    "RAYON_NUM_THREADS",  # Rust pools, e.g. HuggingFace tokenizers
+    "OPENCV_FOR_THREADS_NUM",
+    "TF_NUM_INTRAOP_THREADS",
+)
+
+# Inter-op parallelism runs whole ops side by side, each with its own intra-op pool: with more
+# than one the worker would use a multiple of its budget.
+_SINGLE_THREAD_VARS = ("TF_NUM_INTEROP_THREADS",)
+
+
+def thread_env(threads: int) -> dict[str, str]:
+    """Variables that cap every common native thread pool of a worker to ``threads``.
+
+    They only work if set before the libraries load, which is why the parent sets them in the
+    environment the worker is exec'd with, before any import runs.
+    """
+    if threads < 1:
+        raise ConfigError(f"a worker needs >= 1 thread, got {threads}")
+    env = dict.fromkeys(_THREAD_VARS, str(threads))
+    env.update(dict.fromkeys(_SINGLE_THREAD_VARS, "1"))
+    return env
+
+
+def gpu_env(gpus: tuple[int, ...]) -> dict[str, str]:
+    """``CUDA_VISIBLE_DEVICES`` for a worker that was given GPUs; ``{}`` when it was given none.
+
+    A stage that asked for no GPU keeps the environment it inherited rather than having GPUs
+    hidden from it: it may not use CUDA at all, and hiding is the user's call, not ours.
+    """
+    if any(g < 0 for g in gpus):
+        raise ConfigError(f"GPU ids must be >= 0, got {gpus}")
+    if not gpus:
+        return {}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}

@@ -24,10 +24,12 @@ class StageStats:
     service_ewma: float | None = None
     """Smoothed seconds per item inside the worker; decides chunking."""
 
-    def account(self, enqueued: float, ok: bool, t0: float, t1: float, cpu: float, now: float, n: int) -> None:
-        """Per-item figures divide a chunk's time by its size, so chunking does not hide cost."""
-        self.done += n if ok else 0
-        self.failed += not ok
+    failed_by_kind: collections.Counter[str] = field(default_factory=collections.Counter)
+    """Final failures by error type (``StageError``, ``WorkerDied``, ``TaskTimeout``, ...)."""
+
+    def account(self, enqueued: float, t0: float, t1: float, cpu: float, now: float, n: int) -> None:
+        """Timing of one answered task of ``n`` items (a retried attempt too: it used the worker).
+        Per-item figures divide a chunk's time by its size, so chunking does not hide cost."""
         self.busy_s += t1 - t0
         self.cpu_s += cpu
         self.cpu_per_item.append(cpu / n)
@@ -38,6 +40,14 @@ class StageStats:
         service = (t1 - t0) / n
         ewma = self.service_ewma
         self.service_ewma = service if ewma is None else 0.9 * ewma + 0.1 * service
+
+    def succeeded(self, n: int) -> None:
+        self.done += n
+
+    def failed_with(self, kind: str, n: int = 1) -> None:
+        """``n`` items failed for good (never called for an attempt that will be retried)."""
+        self.failed += n
+        self.failed_by_kind[kind] += n
 
     def snapshot(self, queued: int, inflight: int) -> dict[str, Any]:
         lat = sorted(self.latencies)
@@ -54,6 +64,7 @@ class StageStats:
             "latency_p50_s": _quantile(lat, 0.50),
             "latency_p99_s": _quantile(lat, 0.99),
             "restarts": self.restarts,
+            "failed_by_kind": dict(self.failed_by_kind),
         }
 
 

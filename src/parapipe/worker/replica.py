@@ -1,0 +1,191 @@
+"""One worker process of a stage, seen from the parent: the process, its pipe, the one thread
+that reads the pipe, and the ledger of what was sent to it and not answered yet.
+
+A `Replica` decides nothing: it reports ``ready``, ``results`` and ``exit`` to its `Owner` (the
+pool), which holds the lock that guards every replica's ledger. The fields that change after
+start are written only under that lock; the comments on them say which invariants hold.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+from multiprocessing.context import BaseContext
+from typing import Any, Protocol
+
+from .. import transport
+from ..resources import WorkerBudget
+from . import child, protocol
+from .dispatch import Task
+from .spawn import environment
+
+log = logging.getLogger("parapipe")
+
+
+class Owner(Protocol):
+    """What a replica reports to, from its reader thread."""
+
+    name: str
+
+    def on_ready(self, replica: Replica, info: dict[str, Any]) -> None: ...
+
+    def on_results(self, replica: Replica, rows: list[protocol.Result], unmapped: list[str]) -> None: ...
+
+    def on_exit(self, replica: Replica) -> None: ...
+
+
+class SegmentLedger:
+    """Shared-memory segments the parent wrote for this worker's messages, until it may reuse
+    them (the worker said it unmapped them) or must unlink them (the worker died)."""
+
+    def __init__(self) -> None:
+        self._sent: dict[int, list[str]] = {}
+        """Segments of messages not answered yet, by the message's first task id."""
+        self._lent: set[str] = set()
+        """Segments of answered messages that the worker may still map (a stage may keep an
+        input); recycled when it reports them unmapped, unlinked if it dies."""
+
+    def sent(self, key: int, names: list[str]) -> None:
+        """The message keyed ``key`` (its first task id) went out with these segments."""
+        if names:
+            self._sent[key] = names
+
+    def answered(self, key: int, unmapped: list[str]) -> list[str]:
+        """The message keyed ``key`` was answered: its segments become lent. Returns the lent
+        segments the worker reported ``unmapped``, which the caller recycles."""
+        self._lent.update(self._sent.pop(key, ()))
+        free = [name for name in unmapped if name in self._lent]
+        self._lent.difference_update(free)
+        return free
+
+    def release_all(self) -> None:
+        """The worker died: unlink every segment it was sent or still held."""
+        for names in self._sent.values():
+            transport.release(names)
+        self._sent.clear()
+        transport.release(self._lent)
+        self._lent.clear()
+
+
+class Replica:
+    """One worker process and its reader thread."""
+
+    def __init__(self, owner: Owner, budget: WorkerBudget, ctx: BaseContext, boot: child.WorkerBoot) -> None:
+        self.owner = owner
+        self.budget = budget
+        self._env = boot.env
+        self.conn, self._child_conn = ctx.Pipe(duplex=True)
+        # every concrete context has Process; typeshed's BaseContext lacks it
+        self.proc = ctx.Process(  # type: ignore[attr-defined]
+            target=child.main, args=(self._child_conn, boot), name=f"parapipe:{owner.name}#{budget.replica}"
+        )
+        self.thread = threading.Thread(
+            target=self._read, name=f"parapipe-reader-{owner.name}#{budget.replica}", daemon=True
+        )
+        self.state = "starting"
+        """starting -> ready -> dead, or starting -> dead (setup failed)."""
+        self.ready = threading.Event()
+        """Set once the worker is ready, or dead: whoever waits for it learns which from state."""
+        self.info: dict[str, Any] = {}
+        self.startup_error: protocol.ExcInfo | None = None
+        self.inflight: dict[int, Task] = {}
+        """Tasks sent and not answered, by task id. Invariant: its keys are the ids in ``sent``,
+        less those dropped before sending (unpicklable items)."""
+        self.sent: collections.deque[list[int]] = collections.deque()
+        """Task ids per message in send order; the first message is the one the worker is running.
+        Invariant: len(sent) is the number of messages in flight (`msgs`), at most the prefetch."""
+        self.exclusive = False
+        """It holds a task that goes alone: it takes nothing else until it answers.
+        Invariant: exclusive implies len(sent) == 1."""
+        self.kill_reason: str | None = None
+        """Why the parent killed this worker, when it did (said instead of guessing from the signal)."""
+        self.segments = SegmentLedger()
+        self._send_lock = threading.Lock()
+
+    @property
+    def msgs(self) -> int:
+        return len(self.sent)
+
+    @property
+    def held(self) -> int:
+        return len(self.inflight)
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid
+
+    def start(self) -> None:
+        """Exec the worker with its environment in place, so its first import sees the caps."""
+        with environment(self._env):
+            self.proc.start()
+        self._child_conn.close()
+
+    def discard(self) -> None:
+        """Never started (the pool closed first)."""
+        self.conn.close()
+        self._child_conn.close()
+
+    def listen(self) -> None:
+        self.thread.start()
+
+    # -- the ledger (under the owner's lock) -------------------------------------------------
+
+    def record(self, tids: list[int], tasks: list[Task], exclusive: bool) -> None:
+        self.inflight.update(zip(tids, tasks, strict=True))
+        self.sent.append(tids)
+        self.exclusive = exclusive
+
+    def answered(self, unmapped: list[str]) -> list[str]:
+        """The oldest message was answered; returns the segments to recycle."""
+        key = self.sent.popleft()[0] if self.sent else -1
+        self.exclusive = False
+        return self.segments.answered(key, unmapped)
+
+    def orphans(self) -> tuple[list[Task], list[Task]]:
+        """The worker is gone: (tasks it was running, tasks still waiting in its pipe); the
+        ledger is emptied and its segments unlinked."""
+        running = set(self.sent[0]) if self.sent else set()
+        blamed = [t for tid, t in self.inflight.items() if tid in running]
+        waiting = [t for tid, t in self.inflight.items() if tid not in running]
+        self.inflight.clear()
+        self.sent.clear()
+        self.exclusive = False
+        self.segments.release_all()
+        return blamed, waiting
+
+    # -- the pipe ------------------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        with self._send_lock:
+            try:
+                self.conn.send_bytes(data)
+            except (OSError, ValueError):
+                log.debug("send to %s#%d failed; its reader will handle the exit", self.owner.name, self.budget.replica)
+
+    def _read(self) -> None:
+        """The one blocking waiter of this worker's connection."""
+        while True:
+            try:
+                data = self.conn.recv_bytes()
+            except (EOFError, OSError):
+                break
+            msg = transport.decode(data)
+            transport.release(transport.segment_names(data))  # our mappings outlive the names
+            kind = msg[0]
+            if kind == protocol.RESULTS:
+                self.owner.on_results(self, msg[1], msg[2])
+            elif kind == protocol.LOG:
+                _emit_log(msg[1])
+            elif kind == protocol.READY:
+                self.owner.on_ready(self, msg[1])
+            elif kind == protocol.FAILED:
+                self.startup_error = msg[1]
+        self.owner.on_exit(self)
+
+
+def _emit_log(data: dict[str, Any]) -> None:
+    record = logging.makeLogRecord(data)
+    logger = logging.getLogger(record.name)
+    if logger.isEnabledFor(record.levelno):
+        logger.handle(record)

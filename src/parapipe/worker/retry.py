@@ -1,0 +1,127 @@
+"""Who is to blame when an attempt fails, and whether the task gets another one.
+
+One decision (`RetryPolicy.decide`) serves both ways an attempt can fail: the worker answered
+with the stage's exception (its ``retryable`` was decided in the child, from ``retry_on``), or
+the worker died or timed out while the task was running (`death_error` says which).
+
+A map `Chunk` whose worker died has no known culprit: any of its elements may have killed it.
+`split` turns it into one task per element, each sent alone, so the next death names the one
+element that causes it, and gathers their outcomes back into one `ChunkResult`. A poison
+element so costs as many worker deaths as a poison item sent on its own (``retries + 1``).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from .. import transport
+from ..errors import ItemError, StageError, TaskTimeout, TransportError, WorkerDied
+from .dispatch import Callback, Task
+from .protocol import MEMORY_EXIT, Chunk, ChunkResult, ExcInfo
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int
+    """Attempts after the first."""
+    retry_on: tuple[type[BaseException], ...]
+    """The stage's ``retry_on``; a timeout is retried only if it lists `TaskTimeout`."""
+
+    def decide(self, task: Task, error: ItemError | ExcInfo) -> bool:
+        """An attempt of ``task`` failed with ``error``: count it, and say whether the task goes
+        back to the queue (True; its job was told) or fails for good with ``error``."""
+        task.attempts += 1
+        if isinstance(error, (WorkerDied, TaskTimeout)):
+            error.attempts = task.attempts
+        if task.attempts > self.retries or not self._retryable(error):
+            return False
+        task.announce_retry()
+        return True
+
+    def _retryable(self, error: ItemError | ExcInfo) -> bool:
+        if isinstance(error, ExcInfo):
+            return error.retryable
+        if isinstance(error, TaskTimeout):
+            return any(issubclass(TaskTimeout, t) for t in self.retry_on)
+        return not (isinstance(error, WorkerDied) and error.exitcode == MEMORY_EXIT)
+
+
+def death_error(
+    stage: str, task: Task, exitcode: int | None, *, timeout: float | None, max_memory: int | None
+) -> ItemError:
+    """The error of a task that was running when its worker ended."""
+    if task.timed_out:
+        task.timed_out = False
+        return TaskTimeout(stage, timeout=timeout, attempts=task.attempts)
+    if exitcode == MEMORY_EXIT:
+        msg = f"worker passed max_memory ({(max_memory or 0) / 2**30:.2f} GiB) while processing this item"
+        return WorkerDied(stage, msg, exitcode=exitcode, attempts=task.attempts)
+    return WorkerDied(stage, exitcode=exitcode, attempts=task.attempts)
+
+
+def is_chunk(task: Task) -> bool:
+    return isinstance(task.item, (Chunk, ChunkResult))
+
+
+def split(task: Task, stage: str, retries: int) -> list[Task]:
+    """One task per live element of a chunk task, to be sent alone; the chunk's callback gets
+    one `ChunkResult` when the last of them has an outcome.
+
+    The death they shared counts as an attempt of each (so a poison element dies ``retries + 1``
+    times in all, as an item of its own would), but every element gets at least one try alone.
+    """
+    item = task.item
+    values, errors = (item.values, dict(item.errors)) if isinstance(item, ChunkResult) else (list(item), {})
+    gather = _Gather(stage, len(values), errors, task.callback)
+    task.announce_retry()
+    singles = []
+    for k, value in enumerate(values):
+        if k in errors:
+            continue
+        single = Task(value, gather.collector(k), job=task.job)  # index stays None: map sets it
+        single.attempts = min(1, retries)
+        single.alone = True
+        single.enqueued = task.enqueued
+        singles.append(single)
+    gather.check_done()
+    return singles
+
+
+class _Gather:
+    """The outcomes of a split chunk's elements, delivered as one `ChunkResult`."""
+
+    __slots__ = ("callback", "errors", "lock", "remaining", "stage", "values")
+
+    def __init__(self, stage: str, n: int, errors: dict[int, ItemError], callback: Callback) -> None:
+        self.stage = stage
+        self.values: list[Any] = [None] * n
+        self.errors = errors
+        self.remaining = n - len(errors)
+        self.callback = callback
+        self.lock = threading.Lock()
+
+    def collector(self, k: int) -> Callback:
+        def collect(ok: bool, value: Any) -> None:
+            if ok:
+                try:
+                    value = transport.unpacked(value)  # a chunk carries plain values
+                except TransportError as exc:  # its segment is gone: this element's error
+                    ok, value = False, StageError(self.stage, str(exc), exc_type="TransportError")
+            with self.lock:
+                if ok:
+                    self.values[k] = value
+                else:
+                    self.errors[k] = value  # its index stays None: map sets it from the chunk's start
+                self.remaining -= 1
+            self.check_done()
+
+        return collect
+
+    def check_done(self) -> None:
+        with self.lock:
+            if self.remaining != 0:
+                return
+            self.remaining = -1  # deliver once
+        self.callback(True, ChunkResult(self.values, self.errors))
