@@ -238,6 +238,19 @@ class _FunctionStage(Stage):
         self.process = self.fn  # type: ignore[method-assign]
 
 
+def dump_stage(stage: Stage) -> bytes:
+    """The stage as its workers receive it; `load_stage` is the other end."""
+    try:
+        return pickle.dumps(stage, pickle.HIGHEST_PROTOCOL)
+    except ConfigError:
+        raise
+    except Exception as exc:  # any pickling failure means the same fix
+        raise ConfigError(
+            f"stage {stage.stage_name!r} cannot be sent to its worker processes: {exc}. "
+            "Keep __init__ arguments picklable and load models in setup(), not __init__"
+        ) from exc
+
+
 def _function_ref(fn: Callable[..., Any], name: str) -> tuple[str, str] | Callable[..., Any]:
     """Name the function by import path when it was replaced by its own stage (decorator use)."""
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")

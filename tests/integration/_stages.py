@@ -236,7 +236,7 @@ shm_parent_graph = pp.Pipeline(scale, hold_after_signal)
 
 
 def blob(n: int) -> bytes:
-    """A 300 kB item: bigger than a socket buffer, smaller than the 1 MiB out-of-band threshold."""
+    """A 300 kB item: bigger than a socket buffer, under the 32 KiB out-of-band threshold."""
     return bytes([n % 256]) * 300_000
 
 

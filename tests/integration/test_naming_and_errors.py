@@ -53,3 +53,25 @@ def test_a_stage_that_is_down_is_yielded_by_map_with_return_exceptions(tmp_path)
     assert [type(e) for e in out] == [pp.StageFailed] * 3
     assert [e.index for e in out] == [0, 1, 2]
     assert all(e.to_dict()["type"] == "StageFailed" for e in out)
+
+
+def test_a_stage_defined_under_the_main_guard_gets_a_message_saying_where_to_define_it(tmp_path):
+    """Under spawn the worker imports the script as ``__mp_main__`` without running its
+    ``if __name__ == "__main__":`` block, so a function defined there does not exist in the worker."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "job.py"
+    script.write_text(
+        "import parapipe as pp\n"
+        "if __name__ == '__main__':\n"
+        "    def nested(x):\n"
+        "        return x + 1\n"
+        "    with pp.Engine(nested) as engine:\n"
+        "        print(engine.run(1))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode != 0
+    assert "WorkerStartupError" in proc.stderr
+    assert "module level" in proc.stderr and "__main__" in proc.stderr

@@ -21,6 +21,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .. import context, transport
+from ..stage import load_stage
 from . import protocol
 from .execute import Errors, run_batch, run_one
 
@@ -66,7 +67,7 @@ def _build(boot: WorkerBoot) -> Any:
     pin_all_threads(boot.cores)
     context._set_current(context.WorkerContext(boot.stage, boot.replica, boot.threads, boot.cores, boot.gpus))
     _limit_thread_pools(boot.threads)
-    stage = pickle.loads(boot.stage_bytes)
+    stage = load_stage(boot.stage_bytes)
     stage.setup()
     _limit_thread_pools(boot.threads)  # libraries loaded by setup() start with their own pools
     return stage

@@ -27,7 +27,6 @@ that is why the per-worker queue (the pipe) holds at most ``MAX_MSGS`` messages.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
 import itertools
@@ -37,19 +36,20 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from multiprocessing.context import BaseContext
 from typing import Any
 
 from .. import transport
 from ..batching import BatchQueue, BatchStats
 from ..config import DEFAULT_RETRIES, parse_size
-from ..errors import ConfigError, ItemError, StageError, StageFailed, WorkerDied, WorkerStartupError, describe_exit
+from ..errors import ItemError, StageError, StageFailed, WorkerDied, WorkerStartupError, describe_exit
 from ..resources import WorkerBudget
-from ..stage import Stage
+from ..stage import Stage, dump_stage
 from . import child, protocol
 from .dispatch import MAX_MSGS, Callback, Dispatcher, Job, Task
+from .pumps import deferred_pumps, pump_soon
 from .replica import Replica
+from .restarts import StartupBackoff
 from .retry import RetryPolicy, death_error, is_chunk, split
 from .spawn import STOP_GRACE, Deadlines, gpu_env, stop_process, thread_env
 from .stats import StageStats
@@ -58,12 +58,8 @@ __all__ = ["Callback", "Job", "StagePool", "Task", "deferred_pumps"]
 
 log = logging.getLogger("parapipe")
 
-_MAX_STARTUP_FAILURES = 5
-"""Replacements in a row whose setup() fails before the stage is declared failed."""
 _BATCH_TIMER = "batch"
 """Deadline key of the oldest waiting batch item (the other keys are replicas)."""
-_BACKOFF_BASE = 0.2
-_BACKOFF_MAX = 10.0
 
 Outcome = tuple[Task, bool, Any]
 
@@ -87,9 +83,11 @@ class StagePool:
         self.stats = StageStats()
         self._ctx = mp_context
         self._log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
-        self._stage_bytes = _pickle_stage(stage)
+        self._stage_bytes = dump_stage(stage)
         self._arena = transport.SegmentArena(spare=True)
-        self._encode = functools.partial(transport.encode, arena=self._arena, threshold=protocol.PIPE_MESSAGE_LIMIT)
+        self._encode = functools.partial(
+            transport.encode_with_names, arena=self._arena, threshold=protocol.PIPE_MESSAGE_LIMIT
+        )
         self._max_memory = parse_size(stage.max_memory)
         self._policy = RetryPolicy(self.retries, tuple(stage.retry_on))
         batcher = None
@@ -106,8 +104,7 @@ class StagePool:
         self._closing = False
         self._started = False
         self._failed: str | None = None
-        self._startup_failures = 0
-        self._timers: set[threading.Timer] = set()
+        self._backoff = StartupBackoff(self._spawn, self._fail_stage)
         self._deadlines = Deadlines(self._on_deadline, self.name) if timed or stage.batched else None
 
     @property
@@ -130,7 +127,7 @@ class StagePool:
                     "raise the engine's startup_timeout if loading the model is slow"
                 )
             if r.state != "ready":
-                raise WorkerStartupError(self._startup_message(r))
+                raise WorkerStartupError(r.startup_message())
         self._started = True
 
     def repin(self, budgets: list[WorkerBudget]) -> None:
@@ -160,9 +157,7 @@ class StagePool:
             self._closing = True
             orphans = self._dispatch.take_all()
             replicas = list(self._replicas)
-            timers = list(self._timers)
-        for timer in timers:
-            timer.cancel()
+        self._backoff.close()
         self._settle([(t, False, WorkerDied(self.name, "engine closed before the item ran")) for t in orphans])
         for r in replicas:
             r.send(protocol.dumps((protocol.STOP,)))
@@ -188,7 +183,7 @@ class StagePool:
         if failure is not None:
             self._settle([(task, False, StageFailed(self.name, failure))])
             return
-        _pump_soon(self)
+        pump_soon(self)
 
     def pump(self) -> None:
         """Send what the dispatcher assigns to the ready replicas (safe to call any time)."""
@@ -210,16 +205,15 @@ class StagePool:
     def _send(self, r: Replica, tids: list[int], tasks: list[Task], kind: int) -> None:
         payload = [(tid, task.item) for tid, task in zip(tids, tasks, strict=True)]
         try:
-            data = self._encode((kind, payload))
+            data, names = self._encode((kind, payload))
         except Exception:  # find and fail the unpicklable items one by one
-            data = self._drop_unpicklable(r, payload, kind)
-        names = transport.segment_names(data)
+            data, names = self._drop_unpicklable(r, payload, kind)
         if names:
             with self._lock:
                 r.segments.sent(tids[0], names)
         r.send(data)
 
-    def _drop_unpicklable(self, r: Replica, payload: list[tuple[int, Any]], kind: int) -> bytes:
+    def _drop_unpicklable(self, r: Replica, payload: list[tuple[int, Any]], kind: int) -> tuple[bytes, list[str]]:
         keep, dropped = [], []
         for tid, item in payload:
             try:
@@ -240,7 +234,7 @@ class StagePool:
         with self._lock:
             r.info = info
             r.state = "ready"
-            self._startup_failures = 0
+        self._backoff.ready()
         r.ready.set()
         self.pump()
 
@@ -295,7 +289,8 @@ class StagePool:
         if closing:
             return
         if not was_ready:
-            self._on_startup_failure(r, exitcode)
+            if self._started:  # else wait_ready() reports it to the engine's start()
+                self._backoff.failed(r.budget, r.startup_message(exitcode))
             return
         if exitcode != protocol.RECYCLE_EXIT:  # retiring on purpose is routine, not news
             log.warning("stage %r replica %d: %s; replacing it", self.name, r.budget.replica, self._why(r, exitcode))
@@ -350,21 +345,6 @@ class StagePool:
         self._settle(failed)
         self.pump()
 
-    def _on_startup_failure(self, r: Replica, exitcode: int | None) -> None:
-        """A replacement whose setup() failed: try again with backoff, then fail the stage."""
-        if not self._started:
-            return  # wait_ready() reports it to the engine's start()
-        message = self._startup_message(r, exitcode)
-        with self._lock:
-            self._startup_failures += 1
-            failures = self._startup_failures
-        if failures < _MAX_STARTUP_FAILURES:
-            delay = min(_BACKOFF_MAX, _BACKOFF_BASE * 2 ** (failures - 1))
-            log.error("%s; retrying in %.1f s", message, delay)
-            self._spawn_later(r.budget, delay)
-            return
-        self._fail_stage(f"{failures} replacement workers in a row failed to start; last: {message}")
-
     # -- worker processes ----------------------------------------------------------------
 
     def _spawn(self, budget: WorkerBudget) -> None:
@@ -384,20 +364,6 @@ class StagePool:
                 self._replicas.append(r)
         r.listen()
 
-    def _spawn_later(self, budget: WorkerBudget, delay: float) -> None:
-        def fire() -> None:
-            with self._lock:
-                self._timers.discard(timer)
-                if self._closing:
-                    return
-            self._spawn(budget)
-
-        timer = threading.Timer(delay, fire)
-        timer.daemon = True
-        with self._lock:
-            self._timers.add(timer)
-        timer.start()
-
     def _fail_stage(self, message: str) -> None:
         with self._lock:
             if any(r.state in ("ready", "starting") for r in self._replicas):
@@ -407,13 +373,6 @@ class StagePool:
         log.error("stage %r failed: %s", self.name, message)
         self._settle([(task, False, StageFailed(self.name, message)) for task in orphans])
 
-    def _startup_message(self, r: Replica, exitcode: int | None = None) -> str:
-        err = r.startup_error
-        where = f"stage {self.name!r} replica {r.budget.replica}"
-        if err is not None:
-            return f"{where}: setup failed with {err.type}: {err.message}\n{err.traceback}"
-        return f"{where}: {describe_exit(r.proc.exitcode if exitcode is None else exitcode)} during startup"
-
     # -- outcomes ------------------------------------------------------------------------
 
     def _settle(self, outcomes: list[Outcome]) -> None:
@@ -422,24 +381,11 @@ class StagePool:
             return
         with self._lock:
             for task, ok, value in outcomes:
-                self._count(task, ok, value)
+                if ok or not task.abandoned:  # a failure whose job already ended reaches no one
+                    self.stats.count(self.name, task.item, ok, value)
         with deferred_pumps():
             for task, ok, value in outcomes:
                 self._deliver(task, ok, value)
-
-    def _count(self, task: Task, ok: bool, value: Any) -> None:
-        """Every final outcome of an item here, once: done, or failed by kind. Elements of a
-        chunk count one by one; those that failed in an earlier stage are not this stage's."""
-        if not ok:
-            if not task.abandoned:  # its job already ended: the failure reaches no one
-                self.stats.failed_with(type(value).__name__, _live_elements(task.item))
-        elif isinstance(value, protocol.ChunkResult):
-            self.stats.succeeded(len(value) - len(value.errors))
-            mine = collections.Counter(type(e).__name__ for e in value.errors.values() if e.stage == self.name)
-            for kind, n in mine.items():
-                self.stats.failed_with(kind, n)
-        else:
-            self.stats.succeeded(1)
 
     def _deliver(self, task: Task, ok: bool, value: Any) -> None:
         if isinstance(value, ItemError):
@@ -474,56 +420,3 @@ class StagePool:
         """Smoothed seconds one item takes inside a worker (None before the first result):
         what ``map`` reads to size its chunks."""
         return self.stats.service_ewma
-
-
-def _live_elements(item: Any) -> int:
-    """Items a task stands for: the elements of a chunk still alive, else one."""
-    if isinstance(item, protocol.ChunkResult):
-        return len(item) - len(item.errors)
-    if isinstance(item, protocol.Chunk):
-        return len(item)
-    return 1
-
-
-def _pickle_stage(stage: Stage) -> bytes:
-    try:
-        return pickle.dumps(stage, protocol.PROTOCOL)
-    except ConfigError:
-        raise
-    except Exception as exc:  # any pickling failure means the same fix
-        raise ConfigError(
-            f"stage {stage.stage_name!r} cannot be sent to its worker processes: {exc}. "
-            "Keep __init__ arguments picklable and load models in setup(), not __init__"
-        ) from exc
-
-
-# -- deferred pumping ----------------------------------------------------------------------
-# A reader thread that delivers a message's results may submit each result to the next stage.
-# Pumping once after the message (rather than per result) lets that stage pack a message too.
-
-_local = threading.local()
-
-
-@contextlib.contextmanager
-def deferred_pumps() -> Iterator[None]:
-    """Inside this block, `StagePool.submit` from this thread only notes its pool; each noted
-    pool is pumped once when the outermost block ends."""
-    if getattr(_local, "pools", None) is not None:
-        yield
-        return
-    pools: dict[int, StagePool] = {}
-    _local.pools = pools
-    try:
-        yield
-    finally:
-        _local.pools = None
-        for pool in pools.values():
-            pool.pump()
-
-
-def _pump_soon(pool: StagePool) -> None:
-    pools = getattr(_local, "pools", None)
-    if pools is None:
-        pool.pump()
-    else:
-        pools[id(pool)] = pool

@@ -19,6 +19,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
+from .. import transport
 from ..errors import ItemError
 
 TASKS = 1
@@ -31,7 +32,7 @@ BATCH = 7
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
-PIPE_MESSAGE_LIMIT = 32 * 1024
+PIPE_MESSAGE_LIMIT = transport.PIPE_MESSAGE_LIMIT
 """Largest message written to a worker's socket; anything bigger goes through shared memory.
 
 This is what rules out a deadlock: a reader thread may send the next task to its worker while

@@ -15,6 +15,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, Protocol
 
 from .. import transport
+from ..errors import describe_exit
 from ..resources import WorkerBudget
 from . import child, protocol
 from .dispatch import Task
@@ -33,39 +34,6 @@ class Owner(Protocol):
     def on_results(self, replica: Replica, rows: list[protocol.Result], unmapped: list[str]) -> None: ...
 
     def on_exit(self, replica: Replica) -> None: ...
-
-
-class SegmentLedger:
-    """Shared-memory segments the parent wrote for this worker's messages, until it may reuse
-    them (the worker said it unmapped them) or must unlink them (the worker died)."""
-
-    def __init__(self) -> None:
-        self._sent: dict[int, list[str]] = {}
-        """Segments of messages not answered yet, by the message's first task id."""
-        self._lent: set[str] = set()
-        """Segments of answered messages that the worker may still map (a stage may keep an
-        input); recycled when it reports them unmapped, unlinked if it dies."""
-
-    def sent(self, key: int, names: list[str]) -> None:
-        """The message keyed ``key`` (its first task id) went out with these segments."""
-        if names:
-            self._sent[key] = names
-
-    def answered(self, key: int, unmapped: list[str]) -> list[str]:
-        """The message keyed ``key`` was answered: its segments become lent. Returns the lent
-        segments the worker reported ``unmapped``, which the caller recycles."""
-        self._lent.update(self._sent.pop(key, ()))
-        free = [name for name in unmapped if name in self._lent]
-        self._lent.difference_update(free)
-        return free
-
-    def release_all(self) -> None:
-        """The worker died: unlink every segment it was sent or still held."""
-        for names in self._sent.values():
-            transport.release(names)
-        self._sent.clear()
-        transport.release(self._lent)
-        self._lent.clear()
 
 
 class Replica:
@@ -100,8 +68,16 @@ class Replica:
         Invariant: exclusive implies len(sent) == 1."""
         self.kill_reason: str | None = None
         """Why the parent killed this worker, when it did (said instead of guessing from the signal)."""
-        self.segments = SegmentLedger()
+        self.segments = transport.SegmentLedger()
         self._send_lock = threading.Lock()
+
+    def startup_message(self, exitcode: int | None = None) -> str:
+        """Why this worker never got ready: its setup() error, else how its process ended."""
+        err = self.startup_error
+        where = f"stage {self.owner.name!r} replica {self.budget.replica}"
+        if err is not None:
+            return f"{where}: setup failed with {err.type}: {err.message}\n{err.traceback}"
+        return f"{where}: {describe_exit(self.proc.exitcode if exitcode is None else exitcode)} during startup"
 
     @property
     def msgs(self) -> int:

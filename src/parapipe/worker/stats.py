@@ -6,6 +6,8 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
+from .protocol import Chunk, ChunkResult
+
 
 @dataclass
 class StageStats:
@@ -41,8 +43,19 @@ class StageStats:
         ewma = self.service_ewma
         self.service_ewma = service if ewma is None else 0.9 * ewma + 0.1 * service
 
-    def succeeded(self, n: int) -> None:
-        self.done += n
+    def count(self, stage: str, item: Any, ok: bool, value: Any) -> None:
+        """Every final outcome of an item in ``stage``, once: done, or failed by kind. Elements
+        of a chunk count one by one; those that failed in an earlier stage are not this stage's."""
+        if not ok:
+            self.failed_with(type(value).__name__, _live_elements(item))
+        elif isinstance(value, ChunkResult):
+            self.done += len(value) - len(value.errors)
+            for kind, n in collections.Counter(
+                type(e).__name__ for e in value.errors.values() if e.stage == stage
+            ).items():
+                self.failed_with(kind, n)
+        else:
+            self.done += 1
 
     def failed_with(self, kind: str, n: int = 1) -> None:
         """``n`` items failed for good (never called for an attempt that will be retried)."""
@@ -72,3 +85,12 @@ def _quantile(values: list[float], q: float) -> float | None:
     if not values:
         return None
     return round(values[min(len(values) - 1, int(q * len(values)))], 6)
+
+
+def _live_elements(item: Any) -> int:
+    """Items a task stands for: the elements of a chunk still alive, else one."""
+    if isinstance(item, ChunkResult):
+        return len(item) - len(item.errors)
+    if isinstance(item, Chunk):
+        return len(item)
+    return 1
