@@ -13,28 +13,26 @@ import logging
 import math
 import multiprocessing
 import os
-import queue
 import threading
 import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import Future
 from typing import Any, Literal
 
 from . import autotune, transport
 from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
-from .errors import ConfigError, EngineClosed, ItemError, StageError, TaskTimeout, WorkerDied
+from .errors import ConfigError, EngineClosed
 from .graph import Node, as_graph, map_stages, stages
-from .journal import JobStore
-from .progress import NO_BAR as _NO_BAR
+from .journal import JobStore, Journal
+from .mapper import MapWindow, Submit
 from .progress import progress_bar
-from .recovery import JournaledSubmit, Keys, open_store
+from .recovery import JournaledMap, JournaledRunner, Keys, open_store
 from .resources import StageRequest, WorkerBudget, format_plan, plan_static, usable_cores
 from .scheduler import Job, compile_graph
 from .stage import Stage
 from .worker.pool import StagePool
-from .worker.protocol import Chunk, ChunkResult
 
 __all__ = ["Engine"]
 
@@ -173,13 +171,18 @@ class Engine:
         for b in budgets:
             by_stage.setdefault(b.stage, []).append(b)
         for s in self._stages:
-            pool = StagePool(s, by_stage[s.stage_name], mp_context=self._ctx, retries=self._retries)
-            self._pools[s.stage_name] = pool
-            pool.start()
+            self._start_pool(s, by_stage[s.stage_name])
         deadline = time.monotonic() + self._startup_timeout
         for pool in self._pools.values():
             pool.wait_ready(deadline)
         self._root = compile_graph(self.graph, self._pools)
+
+    def _start_pool(self, stage: Stage, budgets: list[WorkerBudget]) -> StagePool:
+        """Start a stage's workers (without waiting for their ``setup()``) and register the pool."""
+        pool = StagePool(stage, budgets, mp_context=self._ctx, retries=self._retries)
+        self._pools[stage.stage_name] = pool
+        pool.start()
+        return pool
 
     def _stop_pools(self) -> None:
         for pool in self._pools.values():
@@ -213,17 +216,20 @@ class Engine:
                 pool.grow(new[len(pool.budgets) :], deadline)
                 continue
             pool.close()
-            pool = StagePool(s, new, mp_context=self._ctx, retries=self._retries)
-            self._pools[s.stage_name] = pool
-            pool.start()
-            pool.wait_ready(deadline)
+            self._start_pool(s, new).wait_ready(deadline)
         self._root = compile_graph(self.graph, self._pools)
 
     # -- submission ----------------------------------------------------------------------
 
-    def submit(self, item: Any, *, key: str | None = None) -> Future[Any]:
-        """Send one item through the graph; the future gets its result or an `ItemError`."""
-        return self._submit_job(item, key)
+    def submit(
+        self, item: Any, *, key: str | None = None, on_retry: Callable[[], None] | None = None
+    ) -> Future[Any]:
+        """Send one item through the graph; the future gets its result or an `ItemError`.
+
+        ``on_retry`` is called (in a routing thread: keep it short) before each new attempt
+        after a worker death or a timeout, so a journal can log attempts.
+        """
+        return self._submit_job(item, key, None, on_retry)
 
     async def asubmit(self, item: Any, *, key: str | None = None) -> Any:
         """``await`` one item's result from a running event loop (for servers)."""
@@ -266,7 +272,9 @@ class Engine:
         max_inflight: int | None = None,
         journal: str | os.PathLike[str] | JobStore | None = None,
         key: Keys = None,
-        run: str = "default",
+        namespace: str = "default",
+        retry_failed: bool = False,
+        run: str | None = None,
     ) -> Iterator[Any]:
         """Stream items through the graph with a bounded number in flight.
 
@@ -278,117 +286,83 @@ class Engine:
                 Lower it when items are large.
             journal: a SQLite file (or a `JobStore`) recording every item's state, so that
                 running the same call again after a crash skips done items and returns their
-                stored results.
+                stored results (and the stored errors of failed items).
             key: names each item in the journal: a function of the item, or a sequence of keys
                 aligned with ``items``. Default: the item's position; pass e.g. file paths so that
                 a changed order still resumes correctly.
-            run: journal namespace, so several different maps can share one file.
+            namespace: journal namespace, so several different maps can share one file.
+            retry_failed: run the journal's failed items again instead of answering their error.
+            run: the old name of ``namespace``; deprecated.
         """
+        if run is not None:
+            warnings.warn("map(run=...) is deprecated; use map(namespace=...)", DeprecationWarning, stacklevel=2)
+            namespace = run
+        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         if journal is None and not progress:
             # The fast path: units are lists, flattened at C speed (no generator hop per item).
-            total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-            units = self._map(iter(items), ordered, return_exceptions, max_inflight, _NO_BAR, None, total)
-            return itertools.chain.from_iterable(units)
-        return self._map_managed(items, ordered, progress, return_exceptions, max_inflight, journal, key, run)
+            window = self._map_window(self._submit_indexed, ordered, return_exceptions, max_inflight, total)
+            return itertools.chain.from_iterable(window.units(iter(items)))
+        return self._map_managed(
+            iter(items), total, ordered, progress, return_exceptions, max_inflight, journal, key, namespace, retry_failed
+        )
 
     def _map_managed(
         self,
-        items: Iterable[Any],
+        items: Iterator[Any],
+        total: int | None,
         ordered: bool,
         progress: bool | str,
         return_exceptions: bool,
         max_inflight: int | None,
         journal: str | os.PathLike[str] | JobStore | None,
         key: Keys,
-        run: str,
+        namespace: str,
+        retry_failed: bool,
     ) -> Iterator[Any]:
         """``map`` with a progress bar and/or a journal, both closed when the iteration ends."""
-        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-        store, owned = open_store(journal, run) if journal is not None else (None, False)
+        opened: Journal | None = None
+        runner: JournaledRunner | None = None
         try:
+            submit: Submit = self._submit_indexed
+            if journal is not None:
+                store, opened = open_store(journal, namespace)
+                runner = JournaledRunner(store, self._submit_job)
+                journaled = JournaledMap(runner, key, retry_failed=retry_failed)
+                items, submit = journaled.feed(items), journaled
             with progress_bar(progress, total) as bar:
-                submit = JournaledSubmit(store, self._submit_keyed, key) if store is not None else None
-                for unit in self._map(iter(items), ordered, return_exceptions, max_inflight, bar, submit):
+                window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, bar, runner is None)
+                for unit in window.units(items):
                     yield from unit
         finally:
-            if owned:
-                store.close()  # type: ignore[union-attr]
+            if runner is not None:
+                runner.close()  # after the window cancelled what was in flight: nothing more to write
+            if opened is not None:
+                opened.close()
 
-    def _submit_keyed(self, item: Any, key: str, index: int, on_retry: Callable[[], None]) -> Future[Any]:
-        return self._submit_job(item, key, index, on_retry)
-
-    def _map(
+    def _map_window(
         self,
-        items: Iterator[Any],
+        submit: Submit,
         ordered: bool,
         return_exceptions: bool,
         max_inflight: int | None,
-        bar: Any,
-        submit: Callable[[Any, int], Future[Any]] | None,
-        total: int | None = None,
-    ) -> Iterator[Iterable[Any]]:
-        """Keep a bounded window of units in flight; yield each unit's outcomes in turn."""
-        done: queue.SimpleQueue[int] = queue.SimpleQueue()
-        units: dict[int, _Unit] = {}
-        next_unit = next_out = first = 0
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(units) < (max_inflight or self._window()):
-                    size = 1 if max_inflight or submit else self._chunk_size(total)
-                    batch = list(itertools.islice(items, size))
-                    if not batch:
-                        exhausted = True
-                        break
-                    if submit is not None:
-                        future = submit(batch[0], first)
-                    else:
-                        future = self._submit_job(batch[0] if len(batch) == 1 else Chunk(batch), None, index=first)
-                    unit = _Unit(first, batch, future)
-                    if not ordered:
-                        unit.future.add_done_callback(lambda f, u=next_unit: done.put(u))
-                    units[next_unit] = unit
-                    next_unit += 1
-                    first += len(batch)
-                if not units:
-                    return
-                if not ordered:
-                    yield self._expand(units.pop(done.get()), return_exceptions, bar)
-                    continue
-                # Only the next unit in order frees room in the window: wait for it alone,
-                # not for every completion (each wake-up costs this thread the GIL).
-                yield self._expand(units.pop(next_out), return_exceptions, bar)
-                next_out += 1
-        finally:
-            for unit in units.values():
-                unit.future.cancel()
+        total: int | None,
+        bar: Any = None,
+        chunked: bool = True,
+    ) -> MapWindow:
+        """Chunks only for a plain map: a journal records items one by one, and ``max_inflight``
+        counts items, not chunks."""
+        chunked = chunked and not max_inflight
+        return MapWindow(
+            submit,
+            window=max_inflight or self._window(),
+            chunk_size=(lambda: self._chunk_size(total)) if chunked else (lambda: 1),
+            ordered=ordered,
+            return_exceptions=return_exceptions,
+            **({"bar": bar} if bar is not None else {}),
+        )
 
-    def _expand(self, unit: _Unit, return_exceptions: bool, bar: Any) -> Iterable[Any]:
-        """A unit's outcomes, in order: a list when nothing failed (the common, fast case)."""
-        bar.update(len(unit.items))
-        if len(unit.items) == 1:
-            return (_outcome(unit.future, return_exceptions),)
-        try:
-            rows = unit.future.result()
-        except (WorkerDied, TaskTimeout):
-            singles = [self._submit_job(x, None, index=unit.first + k) for k, x in enumerate(unit.items)]
-            return [_outcome(fut, return_exceptions) for fut in singles]
-        if not rows.errors:
-            return rows.values
-        return self._chunk_outcomes(unit.first, rows, return_exceptions)
-
-    @staticmethod
-    def _chunk_outcomes(first: int, rows: ChunkResult, return_exceptions: bool) -> Iterator[Any]:
-        """Values, with each failed element's `StageError` raised (or yielded) in its place."""
-        for k, value in enumerate(rows.values):
-            if k not in rows.errors:
-                yield value
-                continue
-            stage, info = rows.errors[k]
-            err = StageError.from_exc_info(stage, info, index=first + k)
-            if not return_exceptions:
-                raise err
-            yield err
+    def _submit_indexed(self, value: Any, index: int) -> Future[Any]:
+        return self._submit_job(value, None, index)
 
     def _window(self) -> int:
         workers = sum(len(p.budgets) for p in self._pools.values())
@@ -428,35 +402,9 @@ class Engine:
         latency p50/p99 (seconds from entering the stage's queue to its result), restarts."""
         return {name: pool.snapshot() for name, pool in self._pools.items()}
 
-    @property
-    def stages(self) -> list[Stage]:
-        return list(self._stages)
-
     def __del__(self) -> None:
         if getattr(self, "_state", "closed") in ("running", "starting"):
             warnings.warn("Engine was not closed; use `with Engine(...)`", ResourceWarning, stacklevel=1)
-
-
-class _Unit:
-    """What ``map`` put in flight as one job: one item, or a chunk of consecutive items."""
-
-    __slots__ = ("first", "future", "items")
-
-    def __init__(self, first: int, items: list[Any], future: Future[Any]) -> None:
-        self.first = first
-        self.items = items
-        self.future = future
-
-
-def _outcome(fut: Future[Any], return_exceptions: bool) -> Any:
-    try:
-        return fut.result()
-    except ItemError as exc:
-        if return_exceptions:
-            return exc
-        raise
-    except CancelledError:
-        raise
 
 
 @atexit.register
