@@ -302,9 +302,8 @@ class Engine:
             # The fast path: units are lists, flattened at C speed (no generator hop per item).
             window = self._map_window(self._submit_indexed, ordered, return_exceptions, max_inflight, total)
             return itertools.chain.from_iterable(window.units(iter(items)))
-        return self._map_managed(
-            iter(items), total, ordered, progress, return_exceptions, max_inflight, journal, key, namespace, retry_failed
-        )
+        managed = (ordered, progress, return_exceptions, max_inflight, journal, key, namespace, retry_failed)
+        return self._map_managed(iter(items), total, *managed)
 
     def _map_managed(
         self,

@@ -412,7 +412,8 @@ class Journal:
         except JournalError as exc:
             return exc
         error = write.error.to_dict() if isinstance(write.error, ItemError) else write.error
-        return _Change(write.key, State(write.state), result, _dumps_error(error), write.retryable)
+        text = _dumps_error(dict(error) if error is not None else None)
+        return _Change(write.key, State(write.state), result, text, write.retryable)
 
     def _apply_strict(self, write: Write) -> int:
         answer = self.apply([write])[0]
@@ -509,7 +510,7 @@ class Journal:
         return self._conn
 
 
-def format_counts(store: JobStore) -> str:
+def format_counts(store: Journal) -> str:
     """One line for the CLI, e.g. ``run 'default': 10 items, 7 done, 1 failed, 2 queued``."""
     counts = store.counts()
     total = sum(counts.values())
@@ -672,7 +673,9 @@ def _decode(blob: _Blob | None) -> Any:
     # The file is the user's own output, trusted like any pickle they wrote themselves.
     if blob is None:
         return None
-    return json.loads(blob.data) if blob.kind == "json" else pickle.loads(blob.data)
+    if blob.kind == "json" or isinstance(blob.data, str):
+        return json.loads(blob.data)
+    return pickle.loads(blob.data)
 
 
 def _dumps_error(error: dict[str, Any] | None) -> str | None:

@@ -89,7 +89,7 @@ class MapWindow:
                         break
                     future = self._submit(batch[0] if len(batch) == 1 else Chunk(batch), first)
                     if not self._ordered:
-                        future.add_done_callback(lambda f, u=next_unit: done.put(u))
+                        future.add_done_callback(_signal(done, next_unit))
                     units[next_unit] = _Unit(first, len(batch), future)
                     next_unit += 1
                     first += len(batch)
@@ -117,7 +117,7 @@ class MapWindow:
         except ItemError as whole:  # the chunk failed as one (its stage failed): every element did
             return [self._failed(_for_element(whole, unit.first + k)) for k in range(unit.size)]
         if not rows.errors:
-            return rows.values  # type: ignore[no-any-return]
+            return rows.values
         return self._chunk_outcomes(unit.first, rows)
 
     def _chunk_outcomes(self, first: int, rows: ChunkResult) -> Iterator[Any]:
@@ -140,6 +140,11 @@ class MapWindow:
         return error
 
 
+def _signal(done: queue.SimpleQueue[int], unit: int) -> Callable[[Future[Any]], None]:
+    """A done-callback that reports ``unit`` finished (for unordered maps)."""
+    return lambda future: done.put(unit)
+
+
 def _element_error(error: Any, index: int) -> ItemError:
     """A chunk element's error with its index set.
 
@@ -150,7 +155,7 @@ def _element_error(error: Any, index: int) -> ItemError:
         stage, info = error
         error = StageError.from_exc_info(stage, info)
     error.index = index
-    return error  # type: ignore[no-any-return]
+    return error
 
 
 def _for_element(error: ItemError, index: int) -> ItemError:

@@ -262,9 +262,8 @@ class JournaledMap:
             assert error is not None
             error.index = index
             return _answered(error)
-        return _answered(
-            JournalError(f"item {key!r} was cancelled in journal namespace {record.run!r}; use another key or namespace")
-        )
+        cancelled = f"item {key!r} was cancelled in journal namespace {record.run!r}; use another key or namespace"
+        return _answered(JournalError(cancelled))
 
     def _key(self, item: Any, index: int) -> str:
         if self._key_fn is not None:
