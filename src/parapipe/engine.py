@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import logging
-import math
 import multiprocessing
 import os
 import threading
@@ -25,10 +25,10 @@ from . import autotune, transport
 from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
 from .errors import ConfigError, EngineClosed
 from .graph import Node, as_graph, map_stages, stages
-from .journal import JobStore, Journal
-from .mapper import MapWindow, Submit
-from .progress import progress_bar
-from .recovery import JournaledMap, JournaledRunner, Keys, open_store
+from .journal import JobStore
+from .mapper import MapWindow, Submit, chunk_size, window_size
+from .progress import NO_BAR, progress_bar
+from .recovery import Keys, journaled_map
 from .resources import StageRequest, WorkerBudget, format_plan, plan_static, usable_cores
 from .scheduler import Job, compile_graph
 from .stage import Stage
@@ -40,11 +40,6 @@ log = logging.getLogger("parapipe")
 
 StartMethod = Literal["spawn", "forkserver", "fork"]
 Mode = Literal["throughput", "latency"]
-
-_CHEAP_STAGE_SECONDS = 0.001
-"""Stages faster than this per item are chunked in ``map``: the per-item overhead would dominate."""
-_MAP_CHUNK_SECONDS = 0.005
-_MAX_MAP_CHUNK = 4096
 
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -221,9 +216,7 @@ class Engine:
 
     # -- submission ----------------------------------------------------------------------
 
-    def submit(
-        self, item: Any, *, key: str | None = None, on_retry: Callable[[], None] | None = None
-    ) -> Future[Any]:
+    def submit(self, item: Any, *, key: str | None = None, on_retry: Callable[[], None] | None = None) -> Future[Any]:
         """Send one item through the graph; the future gets its result or an `ItemError`.
 
         ``on_retry`` is called (in a routing thread: keep it short) before each new attempt
@@ -318,25 +311,21 @@ class Engine:
         namespace: str,
         retry_failed: bool,
     ) -> Iterator[Any]:
-        """``map`` with a progress bar and/or a journal, both closed when the iteration ends."""
-        opened: Journal | None = None
-        runner: JournaledRunner | None = None
-        try:
+        """``map`` with a progress bar and/or a journal, both closed when the iteration ends
+        (after the window, which cancels what is still in flight)."""
+        with contextlib.ExitStack() as stack:
             submit: Submit = self._submit_indexed
             if journal is not None:
-                store, opened = open_store(journal, namespace)
-                runner = JournaledRunner(store, self._submit_job)
-                journaled = JournaledMap(runner, key, retry_failed=retry_failed)
-                items, submit = journaled.feed(items), journaled
-            with progress_bar(progress, total) as bar:
-                window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, bar, runner is None)
-                for unit in window.units(items):
-                    yield from unit
-        finally:
-            if runner is not None:
-                runner.close()  # after the window cancelled what was in flight: nothing more to write
-            if opened is not None:
-                opened.close()
+                journaled = journaled_map(
+                    items, self._submit_job, journal, namespace=namespace, key=key, retry_failed=retry_failed
+                )
+                items, submit = stack.enter_context(journaled)
+            bar = stack.enter_context(progress_bar(progress, total))
+            window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, journal is None, bar)
+            units = window.units(items)
+            stack.callback(units.close)
+            for unit in units:
+                yield from unit
 
     def _map_window(
         self,
@@ -345,42 +334,27 @@ class Engine:
         return_exceptions: bool,
         max_inflight: int | None,
         total: int | None,
-        bar: Any = None,
         chunked: bool = True,
+        bar: Any = NO_BAR,
     ) -> MapWindow:
-        """Chunks only for a plain map: a journal records items one by one, and ``max_inflight``
-        counts items, not chunks."""
-        chunked = chunked and not max_inflight
+        """Chunks only for a plain map: a journal records items one by one, ``max_inflight``
+        counts items, and a batched stage's pool forms the batches (chunks would bypass it)."""
+        chunked = chunked and not max_inflight and not any(s.batched for s in self._stages)
         return MapWindow(
             submit,
-            window=max_inflight or self._window(),
+            window=max_inflight or window_size(sum(len(p.budgets) for p in self._pools.values())),
             chunk_size=(lambda: self._chunk_size(total)) if chunked else (lambda: 1),
             ordered=ordered,
             return_exceptions=return_exceptions,
-            **({"bar": bar} if bar is not None else {}),
+            bar=bar,
         )
+
+    def _chunk_size(self, total: int | None = None) -> int:
+        replicas = max(len(p.budgets) for p in self._pools.values())
+        return chunk_size([p.cost_per_item() for p in self._pools.values()], replicas, total)
 
     def _submit_indexed(self, value: Any, index: int) -> Future[Any]:
         return self._submit_job(value, None, index)
-
-    def _window(self) -> int:
-        workers = sum(len(p.budgets) for p in self._pools.values())
-        return max(8, 4 * workers)
-
-    def _chunk_size(self, total: int | None = None) -> int:
-        """Items per job in ``map``: one for real models, thousands for trivial functions, and
-        with a known length at most a quarter of a replica's share, so no replica gets the
-        last big chunk alone."""
-        if any(s.batched for s in self._stages):
-            return 1  # the batched stage's pool forms the batches; chunks would bypass it
-        slowest = max((p.cost_per_item() or 1.0) for p in self._pools.values())
-        if slowest >= _CHEAP_STAGE_SECONDS:
-            return 1
-        size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7)))
-        if total is not None:
-            replicas = max(len(p.budgets) for p in self._pools.values())
-            size = min(size, math.ceil(total / (4 * replicas)))
-        return max(1, size)
 
     # -- introspection -------------------------------------------------------------------
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import copy
 import itertools
+import math
 import queue
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -22,10 +23,35 @@ from .errors import ItemError, StageError
 from .progress import NO_BAR
 from .worker.protocol import Chunk, ChunkResult
 
-__all__ = ["MapWindow", "Submit"]
+__all__ = ["MapWindow", "Submit", "chunk_size", "window_size"]
+
+_CHEAP_STAGE_SECONDS = 0.001
+"""Stages faster than this per item are chunked: the per-item overhead would dominate."""
+_MAP_CHUNK_SECONDS = 0.005
+_MAX_MAP_CHUNK = 4096
 
 Submit = Callable[[Any, int], "Future[Any]"]
 """``submit(value, index)``: put one item (or a `Chunk` starting at ``index``) in flight."""
+
+
+def window_size(workers: int) -> int:
+    """Units in flight by default: enough to keep every worker's pipe and queue fed."""
+    return max(8, 4 * workers)
+
+
+def chunk_size(costs: Sequence[float | None], replicas: int, total: int | None) -> int:
+    """Items per unit: one for real models, thousands for trivial functions, and with a known
+    length at most a quarter of a replica's share, so no replica gets the last big chunk alone.
+
+    ``costs`` are the stages' measured seconds per item (None: not measured yet, so one item).
+    """
+    slowest = max((cost or 1.0) for cost in costs)
+    if slowest >= _CHEAP_STAGE_SECONDS:
+        return 1
+    size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7)))
+    if total is not None:
+        size = min(size, math.ceil(total / (4 * replicas)))
+    return max(1, size)
 
 
 class _Unit:
@@ -69,7 +95,7 @@ class MapWindow:
         self._return_exceptions = return_exceptions
         self._bar = bar
 
-    def units(self, items: Iterator[Any]) -> Iterator[Iterable[Any]]:
+    def units(self, items: Iterator[Any]) -> Generator[Iterable[Any], None, None]:
         """Each unit's outcomes in turn (a list when nothing failed, the common, fast case).
 
         Closing the iterator (a ``break``, Ctrl-C) cancels every unit still in flight, the one

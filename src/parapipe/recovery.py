@@ -17,6 +17,7 @@ the caller never saw may be done in the journal (a rerun answers it from there) 
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
@@ -30,7 +31,7 @@ from typing import Any
 from .errors import ItemError, JournalError, TaskTimeout, WorkerDied
 from .journal import JobStore, Journal, Record, State, Write
 
-__all__ = ["JournaledMap", "JournaledRunner", "Keys", "open_store", "retryable"]
+__all__ = ["JournaledMap", "JournaledRunner", "Keys", "journaled_map", "open_store", "retryable"]
 
 log = logging.getLogger("parapipe")
 
@@ -59,6 +60,30 @@ def open_store(journal: str | os.PathLike[str] | JobStore, namespace: str) -> tu
         opened = Journal(journal, run=namespace, max_result_bytes=None)
         return opened, opened
     return journal, None
+
+
+@contextlib.contextmanager
+def journaled_map(
+    items: Iterator[Any],
+    submit: EngineSubmit,
+    journal: str | os.PathLike[str] | JobStore,
+    *,
+    namespace: str,
+    key: Keys,
+    retry_failed: bool,
+) -> Iterator[tuple[Iterator[Any], Callable[[Any, int], Future[Any]]]]:
+    """``map``'s items and ``submit(item, index)`` through the journal; on exit the last writes
+    are applied and a journal opened here is closed. Close the map's window first, so that
+    nothing is left in flight to record."""
+    store, opened = open_store(journal, namespace)
+    runner = JournaledRunner(store, submit)
+    try:
+        journaled = JournaledMap(runner, key, retry_failed=retry_failed)
+        yield journaled.feed(items), journaled
+    finally:
+        runner.close()
+        if opened is not None:
+            opened.close()
 
 
 _Then = Callable[["int | JournalError"], None]
