@@ -14,7 +14,6 @@ import logging
 import multiprocessing
 import os
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -27,12 +26,11 @@ from .errors import ConfigError, EngineClosed
 from .graph import Node, as_graph, map_stages, stages
 from .journal import JobStore
 from .mapper import MapWindow, Submit, chunk_size, window_size
+from .pools import PoolSet
 from .progress import NO_BAR, progress_bar
 from .recovery import Keys, journaled_map
-from .resources import StageRequest, WorkerBudget, format_plan, plan_static, usable_cores
+from .resources import format_plan, usable_cores
 from .scheduler import Job, compile_graph
-from .stage import Stage
-from .worker.pool import StagePool
 
 __all__ = ["Engine"]
 
@@ -86,10 +84,13 @@ class Engine:
         self.mode: Mode = mode
         self._warmup = list(warmup) if warmup is not None else None
         self._cores = tuple(cores) if cores is not None else usable_cores()
-        self._ctx = multiprocessing.get_context(start_method)
-        self._startup_timeout = startup_timeout
-        self._retries = retries
-        self._pools: dict[str, StagePool] = {}
+        self._pools = PoolSet(
+            self._stages,
+            mp_context=multiprocessing.get_context(start_method),
+            retries=retries,
+            startup_timeout=startup_timeout,
+            cores=self._cores,
+        )
         self._root: Any = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -114,11 +115,12 @@ class Engine:
         _open_engines.add(self)
         transport.sweep_dead()  # shared memory left by an engine that was SIGKILLed
         try:
-            self._start_pools(self._initial_budgets())
+            self._pools.start()
+            self._root = compile_graph(self.graph, dict(self._pools))
             if any(s.cpus == "auto" for s in self._stages):
                 self._autotune()
         except BaseException:
-            self._stop_pools()
+            self._pools.close()
             self._state = "closed"
             raise
         self._state = "running"
@@ -142,46 +144,11 @@ class Engine:
         for job in leftover:
             job.future.cancel()
             job.finished = True
-        self._stop_pools()
+        self._pools.close()
         transport.sweep(os.getpid())
         with self._lock:
             self._state = "closed"
         _open_engines.discard(self)
-
-    def _initial_budgets(self) -> list[WorkerBudget]:
-        """The start-up plan; auto stages start as one single-thread replica (to be measured)."""
-        requests = [
-            StageRequest(
-                s.stage_name,
-                s.replicas,
-                1 if s.cpus == "auto" else int(s.cpus),
-                tuple(s.gpus_for(i) for i in range(s.replicas)) if s.gpus else (),
-            )
-            for s in self._stages
-        ]
-        return plan_static(requests, self._cores)
-
-    def _start_pools(self, budgets: list[WorkerBudget]) -> None:
-        by_stage: dict[str, list[WorkerBudget]] = {}
-        for b in budgets:
-            by_stage.setdefault(b.stage, []).append(b)
-        for s in self._stages:
-            self._start_pool(s, by_stage[s.stage_name])
-        deadline = time.monotonic() + self._startup_timeout
-        for pool in self._pools.values():
-            pool.wait_ready(deadline)
-        self._root = compile_graph(self.graph, self._pools)
-
-    def _start_pool(self, stage: Stage, budgets: list[WorkerBudget]) -> StagePool:
-        """Start a stage's workers (without waiting for their ``setup()``) and register the pool."""
-        pool = StagePool(stage, budgets, mp_context=self._ctx, retries=self._retries)
-        self._pools[stage.stage_name] = pool
-        pool.start()
-        return pool
-
-    def _stop_pools(self) -> None:
-        for pool in self._pools.values():
-            pool.close()
 
     def _autotune(self) -> None:
         """Measure the stages on the warm-up items, re-plan, restart pools whose budget changed."""
@@ -196,23 +163,8 @@ class Engine:
         costs = {name: autotune.median_cost(pool) for name, pool in self._pools.items()}
         budgets = autotune.plan(self._stages, self.graph, costs, self._cores, self.mode)
         log.info("cpus='auto' measured %s and planned:\n%s", costs, format_plan([(b, None) for b in budgets]))
-        self._apply_plan(budgets)
-
-    def _apply_plan(self, budgets: list[WorkerBudget]) -> None:
-        """Keep workers whose budget did not change (their models stay loaded); add replicas
-        where only the count grew; restart a stage whose threads or cores changed."""
-        deadline = time.monotonic() + self._startup_timeout
-        for s in self._stages:
-            pool = self._pools[s.stage_name]
-            new = [b for b in budgets if b.stage == s.stage_name]
-            kept = new[: len(pool.budgets)]
-            if [b.threads for b in kept] == [b.threads for b in pool.budgets]:
-                pool.repin(kept)
-                pool.grow(new[len(pool.budgets) :], deadline)
-                continue
-            pool.close()
-            self._start_pool(s, new).wait_ready(deadline)
-        self._root = compile_graph(self.graph, self._pools)
+        self._pools.apply_plan(budgets)
+        self._root = compile_graph(self.graph, dict(self._pools))
 
     # -- submission ----------------------------------------------------------------------
 
@@ -342,7 +294,7 @@ class Engine:
         chunked = chunked and not max_inflight and not any(s.batched for s in self._stages)
         return MapWindow(
             submit,
-            window=max_inflight or window_size(sum(len(p.budgets) for p in self._pools.values())),
+            window=max_inflight or window_size(self._pools.worker_count()),
             chunk_size=(lambda: self._chunk_size(total)) if chunked else (lambda: 1),
             ordered=ordered,
             return_exceptions=return_exceptions,
@@ -350,8 +302,7 @@ class Engine:
         )
 
     def _chunk_size(self, total: int | None = None) -> int:
-        replicas = max(len(p.budgets) for p in self._pools.values())
-        return chunk_size([p.cost_per_item() for p in self._pools.values()], replicas, total)
+        return chunk_size(self._pools.costs(), self._pools.most_replicas(), total)
 
     def _submit_indexed(self, value: Any, index: int) -> Future[Any]:
         return self._submit_job(value, None, index)
@@ -360,20 +311,16 @@ class Engine:
 
     def workers(self) -> list[dict[str, Any]]:
         """One row per worker: stage, replica, pid, cores, threads, gpus, thread pools seen."""
-        return [row for pool in self._pools.values() for row in pool.workers()]
+        return self._pools.workers()
 
     def plan(self) -> str:
         """The CPU plan as a table: stage, replica, pid, cores, threads, gpus."""
-        rows = []
-        for pool in self._pools.values():
-            pids = {w["replica"]: w["pid"] for w in pool.workers()}
-            rows += [(b, pids.get(b.replica)) for b in pool.budgets]
-        return format_plan(rows)
+        return self._pools.plan()
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per stage: done, failed, queued, in flight, busy and CPU seconds, queue wait, items/s,
         latency p50/p99 (seconds from entering the stage's queue to its result), restarts."""
-        return {name: pool.snapshot() for name, pool in self._pools.items()}
+        return self._pools.stats()
 
     def __del__(self) -> None:
         if getattr(self, "_state", "closed") in ("running", "starting"):
