@@ -171,8 +171,10 @@ class JournaledRunner:
     def submit(self, item: Any, key: str, index: int | None = None) -> Future[Any]:
         """The item's future, resolved once its final state is in the journal."""
         outer: Future[Any] = Future()
-        self._writer.put(Write(key, State.RUNNING))
         inner = self.engine_submit(item, key, index, lambda: self._writer.put(Write(key, State.RUNNING)))
+        # Queued once the engine took the item (one it refused is not marked running), and
+        # before the outcome's write, which the callback below queues.
+        self._writer.put(Write(key, State.RUNNING))
         outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
         inner.add_done_callback(lambda f: self._finished(key, f, outer))
         return outer
