@@ -8,33 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import itertools
 import logging
-import math
 import multiprocessing
 import os
-import queue
 import threading
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import CancelledError, Future
+from concurrent.futures import Future
 from typing import Any, Literal
 
 from . import autotune, transport
 from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
-from .errors import ConfigError, EngineClosed, ItemError, TaskTimeout, WorkerDied
+from .errors import ConfigError, EngineClosed
 from .graph import Node, as_graph, map_stages, stages
 from .journal import JobStore
-from .progress import NO_BAR as _NO_BAR
-from .progress import progress_bar
-from .recovery import JournaledSubmit, Keys, open_store
-from .resources import StageRequest, WorkerBudget, format_plan, plan_static, usable_cores
+from .mapper import MapWindow, Submit, chunk_size, window_size
+from .pools import PoolSet
+from .progress import NO_BAR, progress_bar
+from .recovery import Keys, journaled_map
+from .resources import format_plan, usable_cores
 from .scheduler import Job, compile_graph
-from .stage import Stage
-from .worker.pool import StagePool
-from .worker.protocol import Chunk, ChunkResult
 
 __all__ = ["Engine"]
 
@@ -42,11 +38,6 @@ log = logging.getLogger("parapipe")
 
 StartMethod = Literal["spawn", "forkserver", "fork"]
 Mode = Literal["throughput", "latency"]
-
-_CHEAP_STAGE_SECONDS = 0.001
-"""Stages faster than this per item are chunked in ``map``: the per-item overhead would dominate."""
-_MAP_CHUNK_SECONDS = 0.005
-_MAX_MAP_CHUNK = 4096
 
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -93,10 +84,13 @@ class Engine:
         self.mode: Mode = mode
         self._warmup = list(warmup) if warmup is not None else None
         self._cores = tuple(cores) if cores is not None else usable_cores()
-        self._ctx = multiprocessing.get_context(start_method)
-        self._startup_timeout = startup_timeout
-        self._retries = retries
-        self._pools: dict[str, StagePool] = {}
+        self._pools = PoolSet(
+            self._stages,
+            mp_context=multiprocessing.get_context(start_method),
+            retries=retries,
+            startup_timeout=startup_timeout,
+            cores=self._cores,
+        )
         self._root: Any = None
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -121,11 +115,12 @@ class Engine:
         _open_engines.add(self)
         transport.sweep_dead()  # shared memory left by an engine that was SIGKILLed
         try:
-            self._start_pools(self._initial_budgets())
+            self._pools.start()
+            self._root = compile_graph(self.graph, dict(self._pools))
             if any(s.cpus == "auto" for s in self._stages):
                 self._autotune()
         except BaseException:
-            self._stop_pools()
+            self._pools.close()
             self._state = "closed"
             raise
         self._state = "running"
@@ -149,41 +144,11 @@ class Engine:
         for job in leftover:
             job.future.cancel()
             job.finished = True
-        self._stop_pools()
+        self._pools.close()
         transport.sweep(os.getpid())
         with self._lock:
             self._state = "closed"
         _open_engines.discard(self)
-
-    def _initial_budgets(self) -> list[WorkerBudget]:
-        """The start-up plan; auto stages start as one single-thread replica (to be measured)."""
-        requests = [
-            StageRequest(
-                s.stage_name,
-                s.replicas,
-                1 if s.cpus == "auto" else int(s.cpus),
-                tuple(s.gpus_for(i) for i in range(s.replicas)) if s.gpus else (),
-            )
-            for s in self._stages
-        ]
-        return plan_static(requests, self._cores)
-
-    def _start_pools(self, budgets: list[WorkerBudget]) -> None:
-        by_stage: dict[str, list[WorkerBudget]] = {}
-        for b in budgets:
-            by_stage.setdefault(b.stage, []).append(b)
-        for s in self._stages:
-            pool = StagePool(s, by_stage[s.stage_name], mp_context=self._ctx, retries=self._retries)
-            self._pools[s.stage_name] = pool
-            pool.start()
-        deadline = time.monotonic() + self._startup_timeout
-        for pool in self._pools.values():
-            pool.wait_ready(deadline)
-        self._root = compile_graph(self.graph, self._pools)
-
-    def _stop_pools(self) -> None:
-        for pool in self._pools.values():
-            pool.close()
 
     def _autotune(self) -> None:
         """Measure the stages on the warm-up items, re-plan, restart pools whose budget changed."""
@@ -198,32 +163,18 @@ class Engine:
         costs = {name: autotune.median_cost(pool) for name, pool in self._pools.items()}
         budgets = autotune.plan(self._stages, self.graph, costs, self._cores, self.mode)
         log.info("cpus='auto' measured %s and planned:\n%s", costs, format_plan([(b, None) for b in budgets]))
-        self._apply_plan(budgets)
-
-    def _apply_plan(self, budgets: list[WorkerBudget]) -> None:
-        """Keep workers whose budget did not change (their models stay loaded); add replicas
-        where only the count grew; restart a stage whose threads or cores changed."""
-        deadline = time.monotonic() + self._startup_timeout
-        for s in self._stages:
-            pool = self._pools[s.stage_name]
-            new = [b for b in budgets if b.stage == s.stage_name]
-            kept = new[: len(pool.budgets)]
-            if [b.threads for b in kept] == [b.threads for b in pool.budgets]:
-                pool.repin(kept)
-                pool.grow(new[len(pool.budgets) :], deadline)
-                continue
-            pool.close()
-            pool = StagePool(s, new, mp_context=self._ctx, retries=self._retries)
-            self._pools[s.stage_name] = pool
-            pool.start()
-            pool.wait_ready(deadline)
-        self._root = compile_graph(self.graph, self._pools)
+        self._pools.apply_plan(budgets)
+        self._root = compile_graph(self.graph, dict(self._pools))
 
     # -- submission ----------------------------------------------------------------------
 
-    def submit(self, item: Any, *, key: str | None = None) -> Future[Any]:
-        """Send one item through the graph; the future gets its result or an `ItemError`."""
-        return self._submit_job(item, key)
+    def submit(self, item: Any, *, key: str | None = None, on_retry: Callable[[], None] | None = None) -> Future[Any]:
+        """Send one item through the graph; the future gets its result or an `ItemError`.
+
+        ``on_retry`` is called (in a routing thread: keep it short) before each new attempt
+        after a worker death or a timeout, so a journal can log attempts.
+        """
+        return self._submit_job(item, key, None, on_retry)
 
     async def asubmit(self, item: Any, *, key: str | None = None) -> Any:
         """``await`` one item's result from a running event loop (for servers)."""
@@ -266,7 +217,9 @@ class Engine:
         max_inflight: int | None = None,
         journal: str | os.PathLike[str] | JobStore | None = None,
         key: Keys = None,
-        run: str = "default",
+        namespace: str = "default",
+        retry_failed: bool = False,
+        run: str | None = None,
     ) -> Iterator[Any]:
         """Stream items through the graph with a bounded number in flight.
 
@@ -278,185 +231,100 @@ class Engine:
                 Lower it when items are large.
             journal: a SQLite file (or a `JobStore`) recording every item's state, so that
                 running the same call again after a crash skips done items and returns their
-                stored results.
+                stored results (and the stored errors of failed items).
             key: names each item in the journal: a function of the item, or a sequence of keys
                 aligned with ``items``. Default: the item's position; pass e.g. file paths so that
                 a changed order still resumes correctly.
-            run: journal namespace, so several different maps can share one file.
+            namespace: journal namespace, so several different maps can share one file.
+            retry_failed: run the journal's failed items again instead of answering their error.
+            run: the old name of ``namespace``; deprecated.
         """
+        if run is not None:
+            warnings.warn("map(run=...) is deprecated; use map(namespace=...)", DeprecationWarning, stacklevel=2)
+            namespace = run
+        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
         if journal is None and not progress:
             # The fast path: units are lists, flattened at C speed (no generator hop per item).
-            total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-            units = self._map(iter(items), ordered, return_exceptions, max_inflight, _NO_BAR, None, total)
-            return itertools.chain.from_iterable(units)
-        return self._map_managed(items, ordered, progress, return_exceptions, max_inflight, journal, key, run)
+            window = self._map_window(self._submit_indexed, ordered, return_exceptions, max_inflight, total)
+            return itertools.chain.from_iterable(window.units(iter(items)))
+        managed = (ordered, progress, return_exceptions, max_inflight, journal, key, namespace, retry_failed)
+        return self._map_managed(iter(items), total, *managed)
 
     def _map_managed(
         self,
-        items: Iterable[Any],
+        items: Iterator[Any],
+        total: int | None,
         ordered: bool,
         progress: bool | str,
         return_exceptions: bool,
         max_inflight: int | None,
         journal: str | os.PathLike[str] | JobStore | None,
         key: Keys,
-        run: str,
+        namespace: str,
+        retry_failed: bool,
     ) -> Iterator[Any]:
-        """``map`` with a progress bar and/or a journal, both closed when the iteration ends."""
-        total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-        store, owned = open_store(journal, run) if journal is not None else (None, False)
-        try:
-            with progress_bar(progress, total) as bar:
-                submit = JournaledSubmit(store, self._submit_keyed, key) if store is not None else None
-                for unit in self._map(iter(items), ordered, return_exceptions, max_inflight, bar, submit):
-                    yield from unit
-        finally:
-            if owned:
-                store.close()  # type: ignore[union-attr]
+        """``map`` with a progress bar and/or a journal, both closed when the iteration ends
+        (after the window, which cancels what is still in flight)."""
+        with contextlib.ExitStack() as stack:
+            submit: Submit = self._submit_indexed
+            if journal is not None:
+                journaled = journaled_map(
+                    items, self._submit_job, journal, namespace=namespace, key=key, retry_failed=retry_failed
+                )
+                items, submit = stack.enter_context(journaled)
+            bar = stack.enter_context(progress_bar(progress, total))
+            window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, journal is None, bar)
+            units = window.units(items)
+            stack.callback(units.close)
+            for unit in units:
+                yield from unit
 
-    def _submit_keyed(self, item: Any, key: str, index: int, on_retry: Callable[[], None]) -> Future[Any]:
-        return self._submit_job(item, key, index, on_retry)
-
-    def _map(
+    def _map_window(
         self,
-        items: Iterator[Any],
+        submit: Submit,
         ordered: bool,
         return_exceptions: bool,
         max_inflight: int | None,
-        bar: Any,
-        submit: Callable[[Any, int], Future[Any]] | None,
-        total: int | None = None,
-    ) -> Iterator[Iterable[Any]]:
-        """Keep a bounded window of units in flight; yield each unit's outcomes in turn."""
-        done: queue.SimpleQueue[int] = queue.SimpleQueue()
-        units: dict[int, _Unit] = {}
-        next_unit = next_out = first = 0
-        exhausted = False
-        try:
-            while True:
-                while not exhausted and len(units) < (max_inflight or self._window()):
-                    size = 1 if max_inflight or submit else self._chunk_size(total)
-                    batch = list(itertools.islice(items, size))
-                    if not batch:
-                        exhausted = True
-                        break
-                    if submit is not None:
-                        future = submit(batch[0], first)
-                    else:
-                        future = self._submit_job(batch[0] if len(batch) == 1 else Chunk(batch), None, index=first)
-                    unit = _Unit(first, batch, future)
-                    if not ordered:
-                        unit.future.add_done_callback(lambda f, u=next_unit: done.put(u))
-                    units[next_unit] = unit
-                    next_unit += 1
-                    first += len(batch)
-                if not units:
-                    return
-                if not ordered:
-                    yield self._expand(units.pop(done.get()), return_exceptions, bar)
-                    continue
-                # Only the next unit in order frees room in the window: wait for it alone,
-                # not for every completion (each wake-up costs this thread the GIL).
-                yield self._expand(units.pop(next_out), return_exceptions, bar)
-                next_out += 1
-        finally:
-            for unit in units.values():
-                unit.future.cancel()
-
-    def _expand(self, unit: _Unit, return_exceptions: bool, bar: Any) -> Iterable[Any]:
-        """A unit's outcomes, in order: a list when nothing failed (the common, fast case)."""
-        bar.update(len(unit.items))
-        if len(unit.items) == 1:
-            return (_outcome(unit.future, return_exceptions),)
-        try:
-            rows = unit.future.result()
-        except (WorkerDied, TaskTimeout):
-            singles = [self._submit_job(x, None, index=unit.first + k) for k, x in enumerate(unit.items)]
-            return [_outcome(fut, return_exceptions) for fut in singles]
-        if not rows.errors:
-            return rows.values
-        return self._chunk_outcomes(unit.first, rows, return_exceptions)
-
-    @staticmethod
-    def _chunk_outcomes(first: int, rows: ChunkResult, return_exceptions: bool) -> Iterator[Any]:
-        """Values, with each failed element's `StageError` raised (or yielded) in its place."""
-        for k, value in enumerate(rows.values):
-            if k not in rows.errors:
-                yield value
-                continue
-            err = rows.errors[k]
-            err.index = first + k
-            if not return_exceptions:
-                raise err
-            yield err
-
-    def _window(self) -> int:
-        workers = sum(len(p.budgets) for p in self._pools.values())
-        return max(8, 4 * workers)
+        total: int | None,
+        chunked: bool = True,
+        bar: Any = NO_BAR,
+    ) -> MapWindow:
+        """Chunks only for a plain map: a journal records items one by one, ``max_inflight``
+        counts items, and a batched stage's pool forms the batches (chunks would bypass it)."""
+        chunked = chunked and not max_inflight and not any(s.batched for s in self._stages)
+        return MapWindow(
+            submit,
+            window=max_inflight or window_size(self._pools.worker_count()),
+            chunk_size=(lambda: self._chunk_size(total)) if chunked else (lambda: 1),
+            ordered=ordered,
+            return_exceptions=return_exceptions,
+            bar=bar,
+        )
 
     def _chunk_size(self, total: int | None = None) -> int:
-        """Items per job in ``map``: one for real models, thousands for trivial functions, and
-        with a known length at most a quarter of a replica's share, so no replica gets the
-        last big chunk alone."""
-        if any(s.batched for s in self._stages):
-            return 1  # the batched stage's pool forms the batches; chunks would bypass it
-        slowest = max((p.cost_per_item() or 1.0) for p in self._pools.values())
-        if slowest >= _CHEAP_STAGE_SECONDS:
-            return 1
-        size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7)))
-        if total is not None:
-            replicas = max(len(p.budgets) for p in self._pools.values())
-            size = min(size, math.ceil(total / (4 * replicas)))
-        return max(1, size)
+        return chunk_size(self._pools.costs(), self._pools.most_replicas(), total)
+
+    def _submit_indexed(self, value: Any, index: int) -> Future[Any]:
+        return self._submit_job(value, None, index)
 
     # -- introspection -------------------------------------------------------------------
 
     def workers(self) -> list[dict[str, Any]]:
         """One row per worker: stage, replica, pid, cores, threads, gpus, thread pools seen."""
-        return [row for pool in self._pools.values() for row in pool.workers()]
+        return self._pools.workers()
 
     def plan(self) -> str:
         """The CPU plan as a table: stage, replica, pid, cores, threads, gpus."""
-        rows = []
-        for pool in self._pools.values():
-            pids = {w["replica"]: w["pid"] for w in pool.workers()}
-            rows += [(b, pids.get(b.replica)) for b in pool.budgets]
-        return format_plan(rows)
+        return self._pools.plan()
 
     def stats(self) -> dict[str, dict[str, Any]]:
         """Per stage: done, failed, queued, in flight, busy and CPU seconds, queue wait, items/s,
         latency p50/p99 (seconds from entering the stage's queue to its result), restarts."""
-        return {name: pool.snapshot() for name, pool in self._pools.items()}
-
-    @property
-    def stages(self) -> list[Stage]:
-        return list(self._stages)
+        return self._pools.stats()
 
     def __del__(self) -> None:
         if getattr(self, "_state", "closed") in ("running", "starting"):
             warnings.warn("Engine was not closed; use `with Engine(...)`", ResourceWarning, stacklevel=1)
-
-
-class _Unit:
-    """What ``map`` put in flight as one job: one item, or a chunk of consecutive items."""
-
-    __slots__ = ("first", "future", "items")
-
-    def __init__(self, first: int, items: list[Any], future: Future[Any]) -> None:
-        self.first = first
-        self.items = items
-        self.future = future
-
-
-def _outcome(fut: Future[Any], return_exceptions: bool) -> Any:
-    try:
-        return fut.result()
-    except ItemError as exc:
-        if return_exceptions:
-            return exc
-        raise
-    except CancelledError:
-        raise
 
 
 @atexit.register

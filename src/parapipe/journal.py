@@ -1,10 +1,12 @@
 """The job journal: one SQLite row per item, so a run killed at any moment can resume.
 
-``engine.map(items, journal="run.db", key=...)`` adds every key as *queued*, marks each item
-*running* before it is sent and *done* / *failed* when its answer comes back. A rerun of the
-same call skips done keys (returning their stored results) and re-runs what `pending` returns,
-so each result reaches the caller once even if the parent was SIGKILLed. The HTTP service uses
-the same store for its jobs and the ``parapipe jobs`` CLI reads it.
+``engine.map(items, journal="run.db", key=...)`` adds the keys as *queued* (a batch per
+transaction), marks each item *running* when it is sent and *done* / *failed* when its answer
+comes back; `recovery` queues those moves to one writer thread that applies a batch per
+transaction (`Journal.apply`). A rerun of the same call skips done and failed keys (returning
+their stored results and errors) and re-runs what `pending` returns, so each result reaches the
+caller once even if the parent was SIGKILLed. The HTTP service uses the same store and driver
+for its jobs and the ``parapipe jobs`` CLI reads it.
 
 Why SQLite in WAL mode: it ships with Python; every state change is one small transaction that
 a killed process cannot half-write (the WAL is replayed on the next open); and readers (the CLI,
@@ -17,12 +19,12 @@ The state machine; `mark_*` raise `JournalError` on any other move::
     from       running  done  failed  cancelled
     queued        yes      -     yes      yes
     running       yes*    yes    yes      yes      * resume: the crashed attempt is "interrupted"
-    failed        yes      -      -        -       (and back to queued by requeue_failed)
+    failed        yes      -      -        -       (only when asked: retry_failed, requeue_failed)
     done, cancelled are final
 
 Several calls can share a file: each `Journal` is bound to one *run* (a namespace), and keys
-are unique within a run. `JobStore` is the narrow interface the engine, service and CLI use, so
-another backend (PostgreSQL) can be added without touching them.
+are unique within a run. `JobStore` is the part of it that a journaled ``map`` needs (``add`` and
+``apply``), the interface another backend would implement.
 """
 
 from __future__ import annotations
@@ -49,11 +51,14 @@ __all__ = [
     "JournalError",
     "Record",
     "State",
+    "Write",
     "format_counts",
 ]
 
 # A result larger than this is not kept (the item still counts as done): a journal full of
-# model outputs would grow without bound and make every page of the CLI slow to read.
+# model outputs would grow without bound and make every page of the CLI slow to read. The
+# journals ``map`` opens itself keep every result (``max_result_bytes=None``): there the
+# journal is the only place a done item's result can come back from on resume.
 DEFAULT_MAX_RESULT_BYTES = 1 << 20
 
 # Bumped when the tables change; a file from a newer parapipe is refused, never rewritten.
@@ -101,7 +106,6 @@ _COLUMNS = (
 )
 
 
-
 class State(str, Enum):
     """Where an item is in its life; the values are what the database and the HTTP API show."""
 
@@ -125,6 +129,16 @@ _SOURCES: dict[State, frozenset[State]] = {
 
 # The attempt log's state for an attempt whose process died before it reported back.
 _INTERRUPTED = "interrupted"
+
+
+class _Change(NamedTuple):
+    """A `Write` ready for SQL: values encoded, the error as its JSON text."""
+
+    key: str
+    state: State
+    result: _Blob | None
+    error: str | None
+    retryable: bool
 
 
 class _Blob(NamedTuple):
@@ -156,7 +170,7 @@ class Record:
 
     @property
     def result_stored(self) -> bool:
-        """False for a done item whose result was over ``max_result_bytes`` (it must rerun)."""
+        """False for a done item whose result was over ``max_result_bytes``."""
         return self._result is not None
 
     @cached_property
@@ -174,31 +188,24 @@ class Record:
         return ItemError.from_dict(self.error) if self.error is not None else None
 
 
+class Write(NamedTuple):
+    """One state change for `Journal.apply`: item ``key`` moves to ``state``."""
+
+    key: str
+    state: State
+    result: Any = None
+    error: Mapping[str, Any] | ItemError | None = None
+    retryable: bool = False
+
+
 @runtime_checkable
 class JobStore(Protocol):
-    """What the engine, the service and the CLI need from a job store; `Journal` is SQLite's."""
+    """What a journaled ``map`` needs from a store; `Journal` is the SQLite one."""
 
     run: str
 
-    def add(
-        self, keys: Sequence[str], *, payloads: Sequence[Any] | None = None
-    ) -> dict[str, Record]: ...
-    def get(self, key: str) -> Record | None: ...
-    def mark_running(self, key: str) -> int: ...
-    def mark_done(self, key: str, result: Any) -> None: ...
-    def mark_failed(
-        self, key: str, error: Mapping[str, Any] | ItemError, *, retryable: bool
-    ) -> None: ...
-    def mark_cancelled(self, key: str) -> None: ...
-    def requeue_failed(self) -> int: ...
-    def pending(self, *, include_failed: bool = False) -> list[Record]: ...
-    def counts(self) -> dict[State, int]: ...
-    def records(
-        self, state: State | None = None, *, offset: int = 0, limit: int | None = 100
-    ) -> list[Record]: ...
-    def attempt_log(self, key: str) -> list[dict[str, Any]]: ...
-    def runs(self) -> list[str]: ...
-    def close(self) -> None: ...
+    def add(self, keys: Sequence[str], *, payloads: Sequence[Any] | None = None) -> dict[str, Record]: ...
+    def apply(self, writes: Sequence[Write]) -> list[int | JournalError]: ...
 
 
 class Journal:
@@ -208,7 +215,8 @@ class Journal:
         path: the database file; created with its tables when missing.
         run: the namespace this object reads and writes; other runs in the file are untouched.
         clock: gives the ``created`` / ``started`` / ``finished`` times (inject one in tests).
-        max_result_bytes: results whose encoding is larger are not stored (see `Record`).
+        max_result_bytes: results whose encoding is larger are not stored (see `Record`);
+            None stores every result.
         busy_timeout: seconds to wait for another process's write lock before failing.
     """
 
@@ -218,7 +226,7 @@ class Journal:
         *,
         run: str = "default",
         clock: Callable[[], float] = time.time,
-        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
+        max_result_bytes: int | None = DEFAULT_MAX_RESULT_BYTES,
         busy_timeout: float = 5.0,
     ) -> None:
         self.path = os.fspath(path)
@@ -274,6 +282,26 @@ class Journal:
             )
         return existing
 
+    def apply(self, writes: Sequence[Write]) -> list[int | JournalError]:
+        """Apply the state changes in order, all in one transaction.
+
+        Each answer is the attempt number a RUNNING write started (0 for the other states), or
+        the `JournalError` that refused that one write (a move the state table forbids, a value
+        that cannot be stored); a refused write leaves the others applied.
+        """
+        prepared = [self._prepare(write) for write in writes]  # encoding needs no lock
+        answers: list[int | JournalError] = []
+        with self._write() as conn:
+            now = self._clock()
+            for change in prepared:
+                try:
+                    if isinstance(change, JournalError):
+                        raise change
+                    answers.append(self._apply_one(conn, change, now))
+                except JournalError as refused:
+                    answers.append(refused)
+        return answers
+
     def mark_running(self, key: str) -> int:
         """Start an attempt and return its number (1 for the first): ``started`` = now, and
         the last error is cleared.
@@ -281,42 +309,20 @@ class Journal:
         Allowed from running too: after a crash the item is still marked running, and the
         attempt that the dead process left open is logged as interrupted.
         """
-        with self._write() as conn:
-            attempt = self._check_move(conn, key, State.RUNNING)["attempts"] + 1
-            now = self._clock()
-            where = (self.run, key)
-            conn.execute(
-                "UPDATE attempts SET state = ? WHERE run = ? AND key = ? AND state = 'running'",
-                (_INTERRUPTED, *where),
-            )
-            conn.execute(
-                "UPDATE items SET state = 'running', attempts = ?, started = ?, finished = NULL,"
-                " error = NULL, retryable = 0 WHERE run = ? AND key = ?",
-                (attempt, now, *where),
-            )
-            conn.execute(
-                "INSERT INTO attempts (run, key, attempt, state, started)"
-                " VALUES (?, ?, ?, 'running', ?)",
-                (*where, attempt, now),
-            )
-        return attempt
+        return self._apply_strict(Write(key, State.RUNNING))
 
     def mark_done(self, key: str, result: Any) -> None:
         """Finish the item with its result (JSON when it round-trips exactly, else a pickle)."""
-        blob = _encode(result, self._max_result_bytes)
-        self._finish(key, State.DONE, result=blob)
+        self._apply_strict(Write(key, State.DONE, result))
 
-    def mark_failed(
-        self, key: str, error: Mapping[str, Any] | ItemError, *, retryable: bool
-    ) -> None:
-        """Finish the item with an error; a retryable one is returned by `pending` again."""
-        if isinstance(error, ItemError):
-            error = error.to_dict()
-        self._finish(key, State.FAILED, error=dict(error), retryable=retryable)
+    def mark_failed(self, key: str, error: Mapping[str, Any] | ItemError, *, retryable: bool) -> None:
+        """Finish the item with an error; ``retryable`` records that a rerun may succeed (a
+        worker death or a timeout), for `pending` (``include_failed``) and for people."""
+        self._apply_strict(Write(key, State.FAILED, error=error, retryable=retryable))
 
     def mark_cancelled(self, key: str) -> None:
         """Cancel a queued or running item; it is never run again."""
-        self._finish(key, State.CANCELLED)
+        self._apply_strict(Write(key, State.CANCELLED))
 
     def requeue_failed(self) -> int:
         """Put every failed item of the run back in the queue; returns how many.
@@ -340,12 +346,13 @@ class Journal:
         return rows[0] if rows else None
 
     def pending(self, *, include_failed: bool = False) -> list[Record]:
-        """What a resume must run, in insertion order: queued, running and retryable failed.
+        """What a resume must run, in insertion order: queued and running (interrupted) items.
 
-        With ``include_failed`` every failed item is included, retryable or not.
+        A failed item stays failed, whatever failed it: it already had its retries. With
+        ``include_failed`` the failed items are included too (a resume asked to retry them).
         """
-        failed = "state = 'failed'" if include_failed else "(state = 'failed' AND retryable = 1)"
-        return self._select(f"(state IN ('queued', 'running') OR {failed})", ())
+        states = "('queued', 'running', 'failed')" if include_failed else "('queued', 'running')"
+        return self._select(f"state IN {states}", ())
 
     def counts(self) -> dict[State, int]:
         """How many items of the run are in each state (every state present, zero or not)."""
@@ -398,31 +405,52 @@ class Journal:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _finish(
-        self,
-        key: str,
-        state: State,
-        *,
-        result: _Blob | None = None,
-        error: dict[str, Any] | None = None,
-        retryable: bool = False,
-    ) -> None:
-        """Move the item to a final state and close its open attempt, in one transaction."""
-        error_text = _dumps_error(error)
-        with self._write() as conn:
-            self._check_move(conn, key, state)
-            now = self._clock()
-            where = (self.run, key)
+    def _prepare(self, write: Write) -> _Change | JournalError:
+        """The write with its values encoded; a value that cannot be stored refuses it."""
+        try:
+            result = _encode(write.result, self._max_result_bytes) if write.state is State.DONE else None
+        except JournalError as exc:
+            return exc
+        error = write.error.to_dict() if isinstance(write.error, ItemError) else write.error
+        text = _dumps_error(dict(error) if error is not None else None)
+        return _Change(write.key, State(write.state), result, text, write.retryable)
+
+    def _apply_strict(self, write: Write) -> int:
+        answer = self.apply([write])[0]
+        if isinstance(answer, JournalError):
+            raise answer
+        return answer
+
+    def _apply_one(self, conn: sqlite3.Connection, change: _Change, now: float) -> int:
+        """One move, after checking the state table; closes or opens the attempt it ends or starts."""
+        key, state = change.key, change.state
+        row = self._check_move(conn, key, state)
+        where = (self.run, key)
+        if state is State.RUNNING:
+            attempt: int = row["attempts"] + 1
             conn.execute(
-                "UPDATE items SET state = ?, finished = ?, error = ?, retryable = ?,"
-                " result_kind = ?, result = ? WHERE run = ? AND key = ?",
-                (state.value, now, error_text, int(retryable), *_columns(result), *where),
+                "UPDATE attempts SET state = ? WHERE run = ? AND key = ? AND state = 'running'", (_INTERRUPTED, *where)
             )
             conn.execute(
-                "UPDATE attempts SET state = ?, finished = ?, error = ?"
-                " WHERE run = ? AND key = ? AND state = 'running'",
-                (state.value, now, error_text, *where),
+                "UPDATE items SET state = 'running', attempts = ?, started = ?, finished = NULL,"
+                " error = NULL, retryable = 0 WHERE run = ? AND key = ?",
+                (attempt, now, *where),
             )
+            conn.execute(
+                "INSERT INTO attempts (run, key, attempt, state, started) VALUES (?, ?, ?, 'running', ?)",
+                (*where, attempt, now),
+            )
+            return attempt
+        conn.execute(
+            "UPDATE items SET state = ?, finished = ?, error = ?, retryable = ?,"
+            " result_kind = ?, result = ? WHERE run = ? AND key = ?",
+            (state.value, now, change.error, int(change.retryable), *_columns(change.result), *where),
+        )
+        conn.execute(
+            "UPDATE attempts SET state = ?, finished = ?, error = ? WHERE run = ? AND key = ? AND state = 'running'",
+            (state.value, now, change.error, *where),
+        )
+        return 0
 
     def _check_move(self, conn: sqlite3.Connection, key: str, target: State) -> sqlite3.Row:
         """The item's row, after checking that it may move to ``target`` from where it is."""
@@ -482,7 +510,7 @@ class Journal:
         return self._conn
 
 
-def format_counts(store: JobStore) -> str:
+def format_counts(store: Journal) -> str:
     """One line for the CLI, e.g. ``run 'default': 10 items, 7 done, 1 failed, 2 queued``."""
     counts = store.counts()
     total = sum(counts.values())
@@ -645,7 +673,9 @@ def _decode(blob: _Blob | None) -> Any:
     # The file is the user's own output, trusted like any pickle they wrote themselves.
     if blob is None:
         return None
-    return json.loads(blob.data) if blob.kind == "json" else pickle.loads(blob.data)
+    if blob.kind == "json" or isinstance(blob.data, str):
+        return json.loads(blob.data)
+    return pickle.loads(blob.data)
 
 
 def _dumps_error(error: dict[str, Any] | None) -> str | None:

@@ -20,6 +20,7 @@ from parapipe.journal import (
     Journal,
     JournalError,
     State,
+    Write,
     format_counts,
 )
 
@@ -57,6 +58,7 @@ def _raw(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, 
 
 
 def _run_to_done(journal: Journal, key: str, result: Any) -> None:
+    journal.add([key])
     journal.mark_running(key)
     journal.mark_done(key, result)
 
@@ -328,7 +330,7 @@ def test_requeue_failed_puts_failed_items_back_in_the_queue(journal: Journal) ->
 # -- resume --------------------------------------------------------------------------------------
 
 
-def test_pending_after_a_crash_returns_queued_running_and_retryable(path: Path) -> None:
+def test_pending_after_a_crash_returns_queued_and_running_failed_stays_failed(path: Path) -> None:
     crashed = Journal(path)
     crashed.add([f"k{i}" for i in range(6)])
     _run_to_done(crashed, "k0", 0)
@@ -341,7 +343,7 @@ def test_pending_after_a_crash_returns_queued_running_and_retryable(path: Path) 
     # k5 never started. The crash: this connection is simply never closed.
 
     with Journal(path) as resumed:
-        assert [r.key for r in resumed.pending()] == ["k1", "k2", "k5"]
+        assert [r.key for r in resumed.pending()] == ["k1", "k5"]  # a failure had its retries
         assert [r.key for r in resumed.pending(include_failed=True)] == ["k1", "k2", "k3", "k5"]
         assert resumed.mark_running("k1") == 2
         log = resumed.attempt_log("k1")
@@ -467,3 +469,40 @@ def test_format_counts(journal: Journal) -> None:
     _run_to_done(journal, "a", 1)
     journal.mark_cancelled("b")
     assert format_counts(journal) == "run 'default': 3 items, 1 queued, 1 done, 1 cancelled"
+
+
+def test_apply_writes_a_batch_in_one_transaction_and_refuses_only_the_bad_move(journal: Journal) -> None:
+    journal.add(["a", "b", "c"])
+    answers = journal.apply(
+        [
+            Write("a", State.RUNNING),
+            Write("b", State.RUNNING),
+            Write("a", State.DONE, {"x": 1}),
+            Write("c", State.DONE, 3),  # queued -> done is not a move
+            Write("b", State.FAILED, error={"message": "died"}, retryable=True),
+            Write("a", State.RUNNING),  # done is final
+        ]
+    )
+    assert answers[:3] == [1, 1, 0] and answers[4] == 0
+    assert isinstance(answers[3], JournalError) and "only an item that is running" in str(answers[3])
+    assert isinstance(answers[5], JournalError) and "final" in str(answers[5])
+    a, b, c = (journal.get(k) for k in "abc")
+    assert a is not None and (a.state, a.result) == (State.DONE, {"x": 1})
+    assert b is not None and (b.state, b.retryable) == (State.FAILED, True)
+    assert c is not None and c.state == State.QUEUED
+
+
+def test_apply_refuses_an_unstorable_value_alone(journal: Journal) -> None:
+    journal.add(["a", "b"])
+    journal.apply([Write("a", State.RUNNING), Write("b", State.RUNNING)])
+    answers = journal.apply([Write("a", State.DONE, threading.Lock()), Write("b", State.DONE, 2)])
+    assert isinstance(answers[0], JournalError) and answers[1] == 0
+    assert [journal.get(k).state for k in "ab"] == [State.RUNNING, State.DONE]  # type: ignore[union-attr]
+
+
+def test_no_result_limit_stores_a_large_result(path: Path) -> None:
+    big = b"x" * (3 << 20)
+    with Journal(path, max_result_bytes=None) as journal:
+        _run_to_done(journal, "k", big)
+        record = journal.get("k")
+    assert record is not None and record.result_stored and record.result == big

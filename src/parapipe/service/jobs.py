@@ -1,23 +1,25 @@
-"""Asynchronous jobs: accepted into the journal first, dispatched to the engine a window at a time.
+"""Asynchronous jobs: accepted into the journal first, sent to the engine as soon as it runs.
 
 ::
 
     POST /v1/jobs --> Admission.acquire (429 when full) --> Journal.add(id, payload)   [queued]
-                  --> queue --> dispatcher: at most `window` jobs in the engine at once
-                                 Journal.mark_running(id) --> engine.submit(item)  [running]
-    engine future done (worker thread) --> call_soon_threadsafe --> Journal.mark_done/failed
-                                                                    wake long-polls, release slot
+                  --> queue --> dispatcher: every queued job, once the engine is up
+                                 JournaledRunner.submit(item, id)                  [running]
+    outcome --> the runner's writer thread commits done/failed (a batch per transaction)
+            --> call_soon_threadsafe --> wake long-polls, release the admission slot
 
-Why a window instead of submitting every job at once: jobs still in the queue are truly
-*queued* (the state a client sees), and cancelling one never has to chase it inside the engine.
+Why no window of our own: `Admission` already bounds accepted work, and a batched stage can only
+form full batches from jobs that reach its queue; a window of a couple of jobs per worker gave
+batches of about six. A job is *queued* until the engine is up, then *running*.
 
-Why the journal is written on the event loop thread: each write is one small SQLite
-transaction in WAL mode (tens of microseconds, no fsync), far cheaper than a hop to a thread,
-and a single writer thread keeps the state changes of one job in order.
+One driver with ``map``: the runner (`parapipe.recovery`) gives jobs the same rules as a
+journaled ``map``: retries after a worker death or a timeout are logged as attempts, such a
+failure is marked retryable, a user error is final, and the writes stay off both the event loop
+and the pool's routing threads.
 
 A restart loses nothing: `resume` puts every queued and running job of the journal back in the
-queue (a running one gets a new attempt). Shutdown leaves jobs the engine did not finish in
-their journal state, so the next start resumes them.
+queue (a running one gets a new attempt); a failed job stays failed. Shutdown leaves jobs the
+engine did not finish in their journal state, so the next start resumes them.
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ from concurrent.futures import Future
 from typing import Any
 
 from ..engine import Engine
-from ..errors import EngineClosed, ItemError
+from ..errors import EngineClosed, ItemError, JournalError
 from ..journal import Journal, Record, State
-from .errors import JobConflict, JobNotFound, Overloaded, ResultNotSerializable, error_body, public_error
+from ..recovery import JournaledRunner
+from .errors import JobConflict, JobNotFound, Overloaded, error_body, public_error
 from .payloads import to_jsonable
 
 __all__ = ["Admission", "JobManager", "job_view"]
@@ -84,26 +87,32 @@ class JobManager:
         self._running: dict[str, Future[Any]] = {}
         self._waiters: dict[str, asyncio.Event] = {}
         self._wakeup = asyncio.Event()
-        self._engine: Engine | None = None
-        self._window = 1
+        self._runner: JournaledRunner | None = None
         self._closing = False
         self._task: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def resume(self) -> int:
-        """Queue every unfinished job of the journal (before the engine is up); returns how many."""
+        """Queue every unfinished job of the journal (before the engine is up); returns how many.
+
+        One query reads the jobs with their payloads."""
         pending = self.journal.pending()
         for record in pending:
-            self._queue[record.key] = _FROM_JOURNAL
+            self._queue[record.key] = record.payload
             self._admission.force()
         if pending:
             log.info("resuming %d unfinished jobs from %s", len(pending), self.journal.path)
         return len(pending)
 
-    def start(self, engine: Engine, window: int) -> None:
-        """Begin dispatching to a started engine, at most ``window`` jobs in it at once."""
-        self._engine, self._window = engine, max(1, window)
+    def start(self, engine: Engine) -> None:
+        """Begin sending jobs to a started engine."""
+        self._runner = JournaledRunner(
+            self.journal,
+            lambda item, key, index, on_retry: engine.submit(item, key=key, on_retry=on_retry),
+            prepare=to_jsonable,
+            describe=error_body,
+        )
         self._task = asyncio.get_running_loop().create_task(self._dispatch(), name="parapipe-jobs")
 
     async def stop(self) -> None:
@@ -112,6 +121,12 @@ class JobManager:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+
+    def close(self) -> None:
+        """After the engine closed: write the last outcomes, then close the journal."""
+        if self._runner is not None:
+            self._runner.close()
+        self.journal.close()
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -151,9 +166,10 @@ class JobManager:
             del self._queue[key]
             self.journal.mark_cancelled(key)
             self._settled(key)
-        elif key in self._running and self._running[key].cancel():
-            self.journal.mark_cancelled(key)  # _finished sees the cancelled future and keeps this
-        else:
+            return self.get(key)
+        written = self._runner.cancel(key, self._running[key]) if key in self._running and self._runner else None
+        # A short wait on the writer thread (one batch), so the answer shows the cancelled state.
+        if written is None or isinstance(written.result(), JournalError):
             state = "finishing" if key in self._running else record.state.value
             raise JobConflict(f"job {key!r} is {state} and can no longer be cancelled")
         return self.get(key)
@@ -170,7 +186,8 @@ class JobManager:
             self._wakeup.clear()
 
     def _fill(self) -> None:
-        while self._queue and len(self._running) < self._window and not self._closing:
+        """Every queued job goes to the engine now: its queues (and batches) are where they wait."""
+        while self._queue and not self._closing:
             key, item = self._queue.popitem(last=False)
             try:
                 self._launch(key, item)
@@ -180,50 +197,28 @@ class JobManager:
                 return
 
     def _launch(self, key: str, item: Any) -> None:
-        assert self._engine is not None
-        if item is _FROM_JOURNAL:
-            record = self.get(key)
-            item = record.payload
-        self.journal.mark_running(key)
-        future = self._engine.submit(item, key=key)
+        assert self._runner is not None
+        future = self._runner.submit(item, key)
         self._running[key] = future
         loop = asyncio.get_running_loop()
         future.add_done_callback(lambda f: loop.call_soon_threadsafe(self._finished, key, f))
 
     def _finished(self, key: str, future: Future[Any]) -> None:
-        """Record a job's outcome (on the loop thread), then let the next one in."""
+        """On the loop thread, once the job's outcome is in the journal: let waiters see it."""
         del self._running[key]
-        if not future.cancelled():
-            self._record(key, future)
-        elif self._closing:
+        if future.cancelled() and self._closing:
             self._admission.release()  # the engine cancelled it on shutdown: it resumes next start
             return
+        if not future.cancelled() and isinstance(future.exception(), ItemError):
+            log.info("job %s failed: %s", key, future.exception())
         self._settled(key)
         self._wakeup.set()
-
-    def _record(self, key: str, future: Future[Any]) -> None:
-        exc = future.exception()
-        try:
-            if exc is None:
-                self.journal.mark_done(key, to_jsonable(future.result()))
-                return
-            if isinstance(exc, ItemError):
-                log.info("job %s failed: %s", key, exc)
-                self.journal.mark_failed(key, exc.to_dict(), retryable=False)
-            else:
-                self.journal.mark_failed(key, error_body(exc), retryable=False)
-        except ResultNotSerializable as bad:
-            self.journal.mark_failed(key, bad.to_dict(), retryable=False)
 
     def _settled(self, key: str) -> None:
         self._admission.release()
         event = self._waiters.pop(key, None)
         if event is not None:
             event.set()
-
-
-_FROM_JOURNAL = object()
-"""Queue marker for a resumed job: its payload is read from the journal when it is dispatched."""
 
 
 def job_view(record: Record, *, with_result: bool = True) -> dict[str, Any]:

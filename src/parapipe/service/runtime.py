@@ -29,8 +29,6 @@ __all__ = ["Service"]
 log = logging.getLogger("parapipe.service")
 
 _RECENT_JOBS = 20
-_JOB_WINDOW_PER_WORKER = 2
-"""Jobs in the engine per worker: one running and one waiting keeps every worker busy."""
 _MAX_RETRY_AFTER = 60
 
 
@@ -88,7 +86,7 @@ class Service:
             self._settled.set()
         self.engine, self.state = engine, "ready"
         assert self.jobs is not None
-        self.jobs.start(engine, _JOB_WINDOW_PER_WORKER * len(engine.workers()))
+        self.jobs.start(engine)
         log.info("engine ready:\n%s", engine.plan())
 
     async def wait_started(self, timeout: float) -> None:
@@ -107,7 +105,7 @@ class Service:
         if self.engine is not None:
             await asyncio.to_thread(self.engine.close, timeout=self.config.drain_timeout)
         if self.jobs is not None:
-            self.jobs.journal.close()
+            self.jobs.close()
         self.state = "stopped"
 
     # -- serving -----------------------------------------------------------------------------

@@ -1,0 +1,185 @@
+"""The window behind ``Engine.map``: a bounded number of units in flight, outcomes in order.
+
+A *unit* is what one ``submit`` call put in flight: one item, or a `Chunk` of consecutive cheap
+items. The window never imports the engine: it is given a ``submit(value, index)`` callable, so
+the same loop serves a plain map (the engine's submit) and a journaled one (`recovery`).
+
+Chunks: when a worker dies holding a chunk, the pool splits it and answers with one
+`ChunkResult` whose ``errors`` name the elements that failed, so the window only turns each
+error into its element's outcome; it never resubmits.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import queue
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from concurrent.futures import Future
+from typing import Any
+
+from .errors import ItemError
+from .progress import NO_BAR
+from .worker.protocol import Chunk, ChunkResult
+
+__all__ = ["MapWindow", "Submit", "chunk_size", "window_size"]
+
+_CHEAP_STAGE_SECONDS = 0.001
+"""Stages faster than this per item are chunked: the per-item overhead would dominate."""
+_MAP_CHUNK_SECONDS = 0.005
+_MAX_MAP_CHUNK = 4096
+
+Submit = Callable[[Any, int], "Future[Any]"]
+"""``submit(value, index)``: put one item (or a `Chunk` starting at ``index``) in flight."""
+
+
+def window_size(workers: int) -> int:
+    """Units in flight by default: enough to keep every worker's pipe and queue fed."""
+    return max(8, 4 * workers)
+
+
+def chunk_size(costs: Sequence[float | None], replicas: int, total: int | None) -> int:
+    """Items per unit: one for real models, thousands for trivial functions, and with a known
+    length at most a quarter of a replica's share, so no replica gets the last big chunk alone.
+
+    ``costs`` are the stages' measured seconds per item (None: not measured yet, so one item).
+    """
+    slowest = max((cost or 1.0) for cost in costs)
+    if slowest >= _CHEAP_STAGE_SECONDS:
+        return 1
+    size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7)))
+    if total is not None:
+        size = min(size, math.ceil(total / (4 * replicas)))
+    return max(1, size)
+
+
+class _Unit:
+    """What ``map`` put in flight as one job: one item, or a chunk of consecutive items."""
+
+    __slots__ = ("first", "future", "size")
+
+    def __init__(self, first: int, size: int, future: Future[Any]) -> None:
+        self.first = first
+        self.size = size
+        self.future = future
+
+
+class MapWindow:
+    """Streams ``items`` through ``submit`` with at most ``window`` units in flight.
+
+    Args:
+        submit: puts one value in flight and returns its future.
+        window: most units in flight at once.
+        chunk_size: asked before each unit, so chunks grow once the stages' cost is measured;
+            1 sends items one by one.
+        ordered: yield outcomes in input order (else as units complete).
+        return_exceptions: yield an `ItemError` in place of a failed item's result.
+        bar: anything with ``update(n)``; told of every finished item.
+    """
+
+    def __init__(
+        self,
+        submit: Submit,
+        *,
+        window: int,
+        chunk_size: Callable[[], int] = lambda: 1,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        bar: Any = NO_BAR,
+    ) -> None:
+        self._submit = submit
+        self._window = max(1, window)
+        self._chunk_size = chunk_size
+        self._ordered = ordered
+        self._return_exceptions = return_exceptions
+        self._bar = bar
+
+    def units(self, items: Iterator[Any]) -> Generator[Iterable[Any], None, None]:
+        """Each unit's outcomes in turn (a list when nothing failed, the common, fast case).
+
+        Closing the iterator (a ``break``, Ctrl-C) cancels every unit still in flight, the one
+        being waited for included.
+        """
+        done: queue.SimpleQueue[int] = queue.SimpleQueue()
+        units: dict[int, _Unit] = {}
+        current: _Unit | None = None
+        next_unit = next_out = first = 0
+        exhausted = False
+        try:
+            while True:
+                while not exhausted and len(units) < self._window:
+                    batch = list(itertools.islice(items, self._chunk_size()))
+                    if not batch:
+                        exhausted = True
+                        break
+                    future = self._submit(batch[0] if len(batch) == 1 else Chunk(batch), first)
+                    if not self._ordered:
+                        future.add_done_callback(_signal(done, next_unit))
+                    units[next_unit] = _Unit(first, len(batch), future)
+                    next_unit += 1
+                    first += len(batch)
+                if not units:
+                    return
+                # Ordered: only the next unit frees room in the window, so wait for it alone,
+                # not for every completion (each wake-up costs this thread the GIL).
+                current = units.pop(done.get() if not self._ordered else next_out)
+                next_out += 1
+                outcomes = self._expand(current)
+                current = None
+                yield outcomes
+        finally:
+            if current is not None:
+                current.future.cancel()
+            for unit in units.values():
+                unit.future.cancel()
+
+    def _expand(self, unit: _Unit) -> Iterable[Any]:
+        self._bar.update(unit.size)
+        if unit.size == 1:
+            return (self._outcome(unit.future),)
+        try:
+            rows = unit.future.result()
+        except ItemError as whole:  # the chunk failed as one (its stage failed): every element did
+            return [self._failed(_for_element(whole, unit.first + k)) for k in range(unit.size)]
+        if not rows.errors:
+            return rows.values
+        return self._chunk_outcomes(unit.first, rows)
+
+    def _chunk_outcomes(self, first: int, rows: ChunkResult) -> Iterator[Any]:
+        """Values, with each failed element's error raised (or yielded) in its place."""
+        for k, value in enumerate(rows.values):
+            if k in rows.errors:
+                yield self._failed(_element_error(rows.errors[k], first + k))
+            else:
+                yield value
+
+    def _outcome(self, future: Future[Any]) -> Any:
+        try:
+            return future.result()
+        except ItemError as exc:
+            return self._failed(exc)
+
+    def _failed(self, error: ItemError) -> ItemError:
+        if not self._return_exceptions:
+            raise error
+        return error
+
+
+def _signal(done: queue.SimpleQueue[int], unit: int) -> Callable[[Future[Any]], None]:
+    """A done-callback that reports ``unit`` finished (for unordered maps)."""
+    return lambda future: done.put(unit)
+
+
+def _element_error(error: ItemError, index: int) -> ItemError:
+    """A chunk element's error with its index set (the pool leaves it unset: it sees tasks, not
+    positions in a map)."""
+    error.index = index
+    return error
+
+
+def _for_element(error: ItemError, index: int) -> ItemError:
+    """A copy of a whole chunk's error for one of its elements (each carries its own index)."""
+    mine = copy.copy(error)
+    mine.index = index
+    return mine

@@ -1,0 +1,86 @@
+"""MapWindow without an engine: a fake ``submit`` answers at once, so order, chunks and errors
+are checked exactly."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Any
+
+import pytest
+
+import parapipe as pp
+from parapipe.mapper import MapWindow
+from parapipe.worker.protocol import Chunk, ChunkResult, ExcInfo
+
+
+def _done(value: Any) -> Future[Any]:
+    future: Future[Any] = Future()
+    if isinstance(value, BaseException):
+        future.set_exception(value)
+    else:
+        future.set_result(value)
+    return future
+
+
+def _chunk_failing_on_threes(value: Any, index: int) -> Future[Any]:
+    """Squares; an element whose number ends in 3 fails as the pool reports it: an ItemError
+    with no index (the window sets it)."""
+    items = value if isinstance(value, Chunk) else [value]
+    errors = {k: pp.StageError("sq", f"{x} ends in 3") for k, x in enumerate(items) if x % 10 == 3}
+    values = [None if k in errors else x * x for k, x in enumerate(items)]
+    if not isinstance(value, Chunk):
+        return _done(errors[0] if errors else values[0])
+    return _done(ChunkResult(values, errors))  # type: ignore[arg-type]
+
+
+def _window(**options: Any) -> MapWindow:
+    return MapWindow(_chunk_failing_on_threes, window=3, chunk_size=lambda: 4, **options)
+
+
+def test_chunk_errors_are_item_errors_with_the_element_index():
+    out = [x for unit in _window(return_exceptions=True).units(iter(range(30))) for x in unit]
+    failed = [i for i, x in enumerate(out) if isinstance(x, pp.StageError)]
+    assert failed == [3, 13, 23]
+    assert [out[i].index for i in failed] == failed
+    assert all(out[i] == i * i for i in range(30) if i not in failed)
+
+
+def test_chunk_error_is_raised_without_return_exceptions():
+    with pytest.raises(pp.StageError) as caught:
+        [x for unit in _window().units(iter(range(30))) for x in unit]
+    assert caught.value.index == 3
+
+
+def test_the_pools_old_tuple_shape_is_still_understood():
+    info = ExcInfo("ValueError", "bad", "Traceback ...", False)
+    chunk = ChunkResult([1, None], {1: ("sq", info)})  # type: ignore[dict-item]
+    window = MapWindow(lambda v, i: _done(chunk), window=1, chunk_size=lambda: 2, return_exceptions=True)
+    out = [x for unit in window.units(iter([10, 11])) for x in unit]
+    assert out[0] == 1 and isinstance(out[1], pp.StageError) and out[1].index == 1
+
+
+def test_a_whole_chunk_failure_fails_each_element_with_its_index():
+    window = MapWindow(
+        lambda v, i: _done(pp.WorkerDied("st", "gone")), window=2, chunk_size=lambda: 3, return_exceptions=True
+    )
+    out = [x for unit in window.units(iter(range(6))) for x in unit]
+    assert [type(x) for x in out] == [pp.WorkerDied] * 6 and [x.index for x in out] == list(range(6))
+
+
+class _InterruptedWait(Future):  # type: ignore[type-arg]
+    """A pending future whose wait is interrupted, as Ctrl-C interrupts the consumer."""
+
+    def result(self, timeout: float | None = None) -> Any:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_wait_cancels_every_unit_in_flight_the_awaited_one_included():
+    futures: list[Future[Any]] = []
+
+    def pending(value: Any, index: int) -> Future[Any]:
+        futures.append(_InterruptedWait())
+        return futures[-1]
+
+    with pytest.raises(KeyboardInterrupt):
+        next(MapWindow(pending, window=4).units(iter(range(10))))
+    assert len(futures) == 4 and all(f.cancelled() for f in futures)
