@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 import parapipe as pp
-from parapipe.client import AsyncClient, Client
 from parapipe.service import BadRequest, JobNotFound, Unreachable
+from parapipe.service.client import AsyncClient, Client
 
 from .conftest import Server
 

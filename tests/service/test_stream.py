@@ -9,7 +9,7 @@ import pytest
 from websockets.sync.client import connect
 
 import parapipe as pp
-from parapipe.client import AsyncClient, Client
+from parapipe.service.client import AsyncClient, Client
 
 from .conftest import Server
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import parapipe as pp
+from parapipe.audio.serving import SAMPLE_RATE, StreamSegmenter, final_message, segment_message
 from parapipe.service import InsecureBind, Overloaded, ResultNotSerializable, ServiceConfig, Unauthorized
-from parapipe.service.audio_stream import SAMPLE_RATE, StreamSegmenter, final_message, segment_message
 from parapipe.service.config import api_keys_from_env, check_bind, is_loopback
 from parapipe.service.errors import error_body, error_from, error_status
 from parapipe.service.payloads import to_jsonable

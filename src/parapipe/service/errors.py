@@ -158,7 +158,7 @@ _SERVICE_ERRORS: dict[str, type[ServiceError]] = {
 }
 
 _ITEM_STATUS: dict[type[ItemError], int] = {StageError: 422, TaskTimeout: 504, WorkerDied: 500}
-"""A StageError is the item's fault (broken audio, bad input); a timeout is a gateway timeout; a
+"""A StageError is the item's fault (a broken file, bad input); a timeout is a gateway timeout; a
 worker that died on the item (after its retries) is a server error."""
 
 
