@@ -55,7 +55,7 @@ __all__ = [
     "stage",
 ]
 
-_LAZY = {"AsyncClient": "parapipe.client", "Client": "parapipe.client"}
+_LAZY = {"AsyncClient": "parapipe.service.client", "Client": "parapipe.service.client"}
 """Names whose modules need an optional extra (httpx for the clients): imported on first use."""
 
 for _name in __all__:

@@ -13,7 +13,7 @@ from typing import Any
 
 import parapipe as pp
 
-from .graph import load_graph
+from ._apps import load_cli_graph
 
 __all__ = ["main"]
 
@@ -22,7 +22,7 @@ _START_METHOD_HELP = "how worker processes start (default: spawn, the one safe w
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    graph = load_graph(args.graph)
+    graph = load_cli_graph(args.graph)
     with pp.Engine(graph, start_method=args.start_method) as engine:
         print(engine.plan())
     return 0
@@ -57,7 +57,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.inputs and not args.items:
         raise pp.ConfigError("give input files/directories, or --items FILE")
     opts = RunOptions(
-        graph=load_graph(args.graph), inputs=args.inputs, out=args.out, journal=args.journal,
+        graph=load_cli_graph(args.graph), inputs=args.inputs, out=args.out, journal=args.journal,
         items_file=args.items, glob=args.glob, key_field=args.key_field, replicas=args.replicas,
         start_method=args.start_method, namespace=args.namespace, progress=args.progress,
         retry_failed=args.retry_failed,

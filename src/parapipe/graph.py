@@ -7,8 +7,7 @@ Graphs nest: ``Pipeline(decode, Parallel(asr=A(), spk=B()), summarize)``.
 from __future__ import annotations
 
 import importlib
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Union
 
 from .errors import GraphError
@@ -192,21 +191,19 @@ def map_stages(node: Node, fn: Callable[[Stage], Stage]) -> Node:
     return Parallel(merge=node.merge, **{k: map_stages(b, fn) for k, b in node.branches.items()})
 
 
-GRAPH_ALIASES = {"audio": "parapipe.audio.graph:analysis_graph"}
-"""Short names for graphs that ship with parapipe: ``parapipe serve audio``."""
+def load_graph(spec: str, aliases: Mapping[str, str] | None = None) -> Any:
+    """Import ``MODULE:NAME`` (or a short name from ``aliases``, mapped to such a spec); a
+    callable that is not a stage or graph is called without arguments to build one (a factory).
 
-
-def load_graph(spec: str) -> Any:
-    """Import ``MODULE:NAME`` (or an alias such as ``audio``); a callable that is not a stage or
-    graph is called without arguments to build one (a graph factory)."""
-    spec = GRAPH_ALIASES.get(spec, spec)
+    The module is imported from ``sys.path`` as it is: a command line that should find modules
+    in the current directory puts it there itself (`parapipe._apps.load_cli_graph`).
+    """
+    names = aliases or {}
+    spec = names.get(spec, spec)
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise GraphError(
-            f"expected MODULE:GRAPH (e.g. myapp.graphs:pipeline) or one of {list(GRAPH_ALIASES)}, got {spec!r}"
-        )
-    if "." not in sys.path:
-        sys.path.insert(0, ".")
+        known = f" or one of {sorted(names)}" if names else ""
+        raise GraphError(f"expected MODULE:GRAPH (e.g. myapp.graphs:pipeline){known}, got {spec!r}")
     obj: Any = importlib.import_module(module_name)
     for part in attr.split("."):
         obj = getattr(obj, part)

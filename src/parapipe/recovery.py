@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future
 from typing import Any
 
-from .errors import ItemError, JournalError, TaskTimeout, WorkerDied
+from .errors import ItemError, JournalError, ResultLost, StageFailed, TaskTimeout, WorkerDied
 from .journal import JobStore, Journal, Record, State, Write
 
 __all__ = ["JournaledMap", "JournaledRunner", "Keys", "journaled_map", "open_store", "retryable"]
@@ -46,9 +46,15 @@ _ADD_BATCH = 256
 """Keys ``map`` adds per transaction: the items are read this far ahead of the window."""
 
 
+_NOT_THE_ITEMS_FAULT = (StageFailed, ResultLost)
+"""Failures a rerun retries without being asked: the stage was down (the item never ran), or
+the result was lost on its way back. The item itself did nothing wrong."""
+
+
 def retryable(error: BaseException) -> bool:
-    """Whether a rerun may succeed: the worker died or timed out, rather than the code raising."""
-    return isinstance(error, (WorkerDied, TaskTimeout))
+    """Whether a rerun may succeed: the worker died or timed out, or the item never got its
+    chance, rather than the code raising."""
+    return isinstance(error, (WorkerDied, TaskTimeout, *_NOT_THE_ITEMS_FAULT))
 
 
 def open_store(journal: str | os.PathLike[str] | JobStore, namespace: str) -> tuple[JobStore, Journal | None]:
@@ -283,10 +289,10 @@ class JournaledMap:
             # the caller; the journal already says done (final), so it is not touched.
             return self._runner.engine_submit(item, key, index, None)
         if record.state is State.FAILED:
-            if self._retry_failed:
-                return self._runner.submit(item, key, index)
             error = record.item_error()
             assert error is not None
+            if self._retry_failed or isinstance(error, _NOT_THE_ITEMS_FAULT):
+                return self._runner.submit(item, key, index)
             error.index = index
             return _answered(error)
         cancelled = f"item {key!r} was cancelled in journal namespace {record.run!r}; use another key or namespace"

@@ -21,7 +21,6 @@ import parapipe as pp
 
 from .engine import StartMethod
 from .graph import Node, map_stages
-from .journal import Journal
 
 __all__ = ["RunOptions", "discover_items", "run_job"]
 
@@ -87,16 +86,13 @@ def run_job(opts: RunOptions) -> dict[str, int]:
     if opts.replicas:
         graph = map_stages(pp.Pipeline(graph) if not isinstance(graph, (pp.Pipeline, pp.Parallel)) else graph,
                            lambda s: s.options(replicas=opts.replicas))  # fmt: skip
-    if opts.retry_failed and opts.journal:
-        with Journal(opts.journal, run=opts.namespace) as journal:
-            journal.requeue_failed()
     written = _existing_keys(opts.out, drop_errors=opts.retry_failed)
     todo = [(k, item) for k, item in pairs if k not in written]
     counts = {"results": 0, "errors": 0, "skipped": len(pairs) - len(todo)}
     with pp.Engine(graph, start_method=opts.start_method) as engine, open(opts.out, "a", encoding="utf-8") as out:
         outcomes = engine.map(
-            [item for _, item in todo], journal=opts.journal, key=[k for k, _ in todo], run=opts.namespace,
-            return_exceptions=True, progress=opts.progress,
+            [item for _, item in todo], journal=opts.journal, key=[k for k, _ in todo], namespace=opts.namespace,
+            retry_failed=opts.retry_failed, return_exceptions=True, progress=opts.progress,
         )  # fmt: skip
         for (key, _), outcome in zip(todo, outcomes, strict=True):
             out.write(_line(key, outcome) + "\n")

@@ -14,6 +14,10 @@ GATE_ENV = "PARAPIPE_TEST_GATES"
 until the test writes to it (one FIFO per item, so one release frees exactly one item)."""
 
 
+PROBE_BATCH = 150
+"""Requests the `probe` graph needs at once to answer at once: more than httpx's default pool (100)."""
+
+
 def echo_item(item: Any) -> Any:
     return item
 
@@ -78,6 +82,22 @@ class GatedSetup(pp.Stage):
         return item
 
 
+class BatchProbe(pp.Stage):
+    """Answers every item with the size of the batch it arrived in, so a test sees how many
+    requests the server held at once: a full batch goes the moment its last item arrives, a
+    partial one only after `batch_wait`."""
+
+    name = "probe"
+    batch_size = PROBE_BATCH
+    batch_wait = 30.0
+
+    def process(self, item: Any) -> int:
+        return 1
+
+    def process_batch(self, items: list[Any]) -> list[int]:
+        return [len(items)] * len(items)
+
+
 echo = pp.stage(echo_item, name="echo")
 pipeline = pp.Pipeline(
     pp.stage(describe, name="describe"),
@@ -85,6 +105,7 @@ pipeline = pp.Pipeline(
 )
 gated = pp.stage(gate, name="gate")
 unserializable = pp.stage(unjsonable, name="unjsonable")
+probe = BatchProbe()
 broken = BrokenSetup()
 loading = GatedSetup()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from parapipe.client import AsyncClient, Client
+from parapipe.service.client import AsyncClient, Client
 from tests.audio import conftest as audio_fixtures
 from tests.audio.conftest import Corpus, require_audio_extra
 
@@ -102,7 +102,7 @@ def _chunks(path: Path, seconds: float = 0.1) -> Iterator[bytes]:
 def test_a_live_stream_gets_each_utterance_then_the_whole(speech_server: Server, corpus: Corpus) -> None:
     label = corpus.labels["files"][TURNS]
     with Client(speech_server.url) as client:
-        messages = list(client.stream_audio(_chunks(corpus.path(TURNS))))
+        messages = list(client.stream_bytes(_chunks(corpus.path(TURNS))))
     *segments, final = messages
     assert final["type"] == "final" and final["errors"] == 0
     assert [m["type"] for m in segments] == ["segment"] * len(segments) and len(segments) >= 3
@@ -117,7 +117,7 @@ def test_a_live_stream_gets_each_utterance_then_the_whole(speech_server: Server,
 def test_the_async_client_streams_audio_too(speech_server: Server, corpus: Corpus) -> None:
     async def scenario() -> list[dict]:
         async with AsyncClient(speech_server.url) as client:
-            return [m async for m in client.stream_audio(_chunks(corpus.path("test/alan_1.wav")))]
+            return [m async for m in client.stream_bytes(_chunks(corpus.path("test/alan_1.wav")))]
 
     *segments, final = asyncio.run(scenario())
     assert segments and final["type"] == "final"

@@ -13,8 +13,8 @@ import pytest
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
-from parapipe.client import Client
 from parapipe.service import Unauthorized
+from parapipe.service.client import Client
 
 from .conftest import REPO, Server, start_server
 

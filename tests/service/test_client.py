@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 import parapipe as pp
-from parapipe.client import AsyncClient, Client
 from parapipe.service import BadRequest, JobNotFound, Unreachable
+from parapipe.service.client import AsyncClient, Client
 
-from .conftest import Server
+from ._graphs import PROBE_BATCH
+from .conftest import Server, start_server
 
 
 def test_run_submit_and_result(pipeline_server: Server) -> None:
@@ -64,3 +65,23 @@ def test_the_async_client_has_the_same_methods(pipeline_server: Server) -> None:
             assert (await client.status())["service"]["ready"] is True
 
     asyncio.run(scenario())
+
+
+def test_one_async_client_keeps_every_concurrent_call_in_flight(tmp_path: Path) -> None:
+    """150 calls at once reach the server at once: the probe stage answers only when it holds all
+    of them in one batch (else a partial batch waits 30 s). httpx alone would stop at 100."""
+    server = start_server("probe", tmp_path)
+
+    async def scenario() -> list[int]:
+        async with AsyncClient(server.url) as client:
+            return list(await asyncio.gather(*(client.run(n) for n in range(PROBE_BATCH))))
+
+    try:
+        assert asyncio.run(scenario()) == [PROBE_BATCH] * PROBE_BATCH
+    finally:
+        server.stop()
+
+
+def test_a_connection_limit_below_one_is_refused() -> None:
+    with pytest.raises(pp.ConfigError, match="max_connections"):
+        AsyncClient(max_connections=0)

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import enum
+import inspect
 import math
 
 import numpy as np
 import pytest
 
 import parapipe as pp
+from parapipe.audio.serving import SAMPLE_RATE, StreamSegmenter, final_message, segment_message
 from parapipe.service import InsecureBind, Overloaded, ResultNotSerializable, ServiceConfig, Unauthorized
-from parapipe.service.audio_stream import SAMPLE_RATE, StreamSegmenter, final_message, segment_message
-from parapipe.service.config import api_keys_from_env, check_bind, is_loopback
+from parapipe.service.adapters import ItemAdapter, adapter_for
+from parapipe.service.cli import configure_parser
+from parapipe.service.config import DEFAULT_JOURNAL, api_keys_from_env, check_bind, is_loopback
 from parapipe.service.errors import error_body, error_from, error_status
 from parapipe.service.payloads import to_jsonable
 from parapipe.service.security import check_key, key_matches
@@ -28,6 +32,94 @@ def test_api_keys_come_from_arguments_and_the_environment() -> None:
 def test_malformed_keys_are_refused(keys: tuple[str, ...]) -> None:
     with pytest.raises(pp.ConfigError):
         ServiceConfig(api_keys=keys)
+
+
+def _cli_config(*argv: str) -> ServiceConfig:
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    return ServiceConfig.from_args(parser.parse_args(["mod:graph", *argv]))
+
+
+def test_the_command_line_and_python_build_the_same_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PARAPIPE_API_KEYS", "env-key")
+    assert _cli_config() == ServiceConfig(engine_options={"start_method": "spawn"})
+    assert ServiceConfig().journal_path == DEFAULT_JOURNAL  # durable by default, as `parapipe serve`
+    flags = _cli_config(
+        "--api-key", "k1", "--journal", ":memory:", "--max-queue", "7", "--max-body-bytes", "9",
+        "--request-timeout", "3", "--drain-timeout", "2", "--cors-origin", "https://a.example",
+        "--allowed-host", "h.example", "--insecure", "--start-method", "forkserver",
+    )  # fmt: skip
+    assert flags == ServiceConfig(
+        api_keys=["k1"],
+        journal_path=":memory:",
+        max_queue=7,
+        max_body_bytes=9,
+        request_timeout=3,
+        drain_timeout=2,
+        cors_origins=["https://a.example"],
+        allowed_hosts=["h.example"],
+        insecure=True,
+        engine_options={"start_method": "forkserver"},
+    )
+    assert flags.api_keys == ("k1", "env-key") and flags.cors_origins == ("https://a.example",)
+    assert "k1" not in repr(flags) and "env-key" not in repr(flags)
+
+
+def test_create_app_and_serve_take_the_config_whole() -> None:
+    """One option list: the entry points take a `ServiceConfig`, not a copy of its fields."""
+    from parapipe.service import create_app, serve
+
+    assert list(inspect.signature(create_app).parameters) == ["graph", "config"]
+    assert list(inspect.signature(serve).parameters) == ["graph", "config", "host", "port", "fd", "log_level"]
+
+
+def test_served_hosts_open_up_only_behind_keys_or_a_trusted_network() -> None:
+    assert ServiceConfig(journal_path=":memory:").served_hosts() is None
+    assert ServiceConfig(api_keys=["k"]).served_hosts() == ("*",)
+    assert ServiceConfig(insecure=True).served_hosts() == ("*",)
+    assert ServiceConfig(api_keys=["k"], allowed_hosts=["h"]).served_hosts() == ("h",)
+    with pytest.raises(pp.ConfigError, match="api_keys=\\[key\\]"):
+        ServiceConfig(api_keys="secret")  # type: ignore[arg-type]
+
+
+class _Adapter:
+    name = "custom"
+
+    async def read_item(self, request: object) -> object:
+        return None
+
+    async def ws_session(self, host: object, websocket: object) -> None:
+        return None
+
+
+class _Hooked(pp.Stage):
+    name = "hooked"
+
+    def __init__(self, adapter: object) -> None:
+        self.adapter = adapter
+
+    def process(self, item: object) -> object:
+        return item
+
+    def service_adapter(self) -> object:
+        return self.adapter
+
+
+def test_the_graphs_first_stage_chooses_the_adapter() -> None:
+    plain = pp.stage(lambda x: x, name="plain")
+    custom = _Adapter()
+    assert isinstance(adapter_for(plain), ItemAdapter)
+    assert adapter_for(pp.Pipeline(pp.Pipeline(_Hooked(custom)), plain)) is custom
+    assert isinstance(adapter_for(pp.Pipeline(plain, _Hooked(custom))), ItemAdapter)  # only the first stage
+    assert isinstance(adapter_for(pp.Parallel(a=_Hooked(custom), b=plain, merge=dict)), ItemAdapter)
+    with pytest.raises(pp.ConfigError, match="lacks name, read_item, ws_session"):
+        adapter_for(_Hooked(object()))
+
+
+def test_the_speech_graph_brings_its_own_adapter() -> None:
+    from parapipe.audio import analysis_graph
+
+    assert adapter_for(analysis_graph()).name == "speech"
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import parapipe as pp
 
 PUBLIC = {
@@ -41,7 +44,18 @@ def test_public_names_claim_the_public_module():
 
 
 def test_clients_load_lazily():
-    assert pp.Client.__name__ == "Client" and pp.AsyncClient.__name__ == "AsyncClient"
+    """``import parapipe`` must work without the service extra: httpx loads on first use only.
+    A fresh interpreter, since this one may have imported httpx for other tests."""
+    probe = (
+        "import sys, parapipe\n"
+        "assert 'httpx' not in sys.modules, 'import parapipe loaded httpx'\n"
+        "assert 'parapipe.service.client' not in sys.modules\n"
+        "from parapipe.service.client import AsyncClient, Client\n"
+        "assert parapipe.Client is Client and parapipe.AsyncClient is AsyncClient\n"
+        "assert 'httpx' in sys.modules\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
 
 
 def test_every_error_derives_from_the_root():

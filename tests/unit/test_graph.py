@@ -170,10 +170,27 @@ def test_current_outside_a_worker_describes_the_process():
     assert ctx.stage is None and ctx.cpus >= 1 and ctx.cores
 
 
-def test_load_graph_imports_specs_calls_factories_and_knows_aliases():
+def test_load_graph_imports_specs_calls_factories_and_takes_aliases():
     from parapipe.graph import load_graph
 
     assert isinstance(load_graph("tests.integration._stages:signal_graph"), pp.Pipeline)
     assert load_graph("parapipe._demo:graph").branches.keys() == {"transcribe", "speaker", "gender"}
+    assert load_graph("demo", {"demo": "parapipe._demo:graph"}).branches.keys() == {"transcribe", "speaker", "gender"}
     with pytest.raises(pp.GraphError, match="MODULE:GRAPH"):
         load_graph("no-colon")
+    with pytest.raises(pp.GraphError, match=r"one of \['demo'\]"):
+        load_graph("no-colon", {"demo": "parapipe._demo:graph"})
+
+
+def test_load_graph_leaves_sys_path_alone_and_the_cli_adds_the_current_directory(monkeypatch):
+    import sys
+
+    from parapipe._apps import GRAPH_ALIASES, load_cli_graph
+    from parapipe.graph import load_graph
+
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p != "."])
+    load_graph("parapipe._demo:graph")
+    assert "." not in sys.path
+    load_cli_graph("parapipe._demo:graph")
+    assert sys.path[0] == "."
+    assert "audio" in GRAPH_ALIASES

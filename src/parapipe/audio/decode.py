@@ -20,7 +20,7 @@ import os
 import time
 import wave
 from collections.abc import Mapping
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from .errors import (
     TruncatedAudio,
     UnsupportedAudio,
 )
+
+if TYPE_CHECKING:
+    from .serving import SpeechAdapter
 
 __all__ = ["DEFAULT_MAX_SECONDS", "Decode", "decode_audio"]
 
@@ -68,6 +71,13 @@ class Decode(pp.Stage):
         start = time.perf_counter()
         clip = decode_audio(item, max_seconds=self.max_seconds)
         return clip.with_timing("decode", time.perf_counter() - start)
+
+    def service_adapter(self) -> SpeechAdapter:
+        """How ``parapipe serve`` feeds a graph that starts here: audio bytes, never a path a
+        client names, and live PCM streams (`parapipe.service.adapters` asks for it)."""
+        from .serving import SpeechAdapter  # the web stack loads only when serving
+
+        return SpeechAdapter()
 
 
 def decode_audio(source: AudioSource, *, max_seconds: float = DEFAULT_MAX_SECONDS) -> AudioClip:

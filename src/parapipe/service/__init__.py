@@ -2,8 +2,9 @@
 
 ::
 
-    client --HTTP/WS--> OriginGuard -> BodyLimit -> routes / stream     (app.py, routes.py, stream.py)
-                                                     |
+    client --HTTP/WS--> OriginGuard -> BodyLimit -> routes / WS session  (app.py, routes.py, session.py)
+                                                     |  bodies and sessions: the graph's adapter
+                                                     |  (adapters.py; default: payloads.py, stream.py)
                                    Service (runtime.py): admission (429), readiness, status
                                       |                         |
                           JobManager (jobs.py)             Engine.submit  --> stage workers
@@ -11,8 +12,10 @@
                           is stored before 202, resumed
                           after a restart
 
-Importing this package is cheap: `create_app`, `serve` and `Service` load FastAPI and uvicorn on
-first use, so ``parapipe`` works without the ``service`` extra. See docs/service.md.
+The service names no application: a graph brings its own adapter through its first stage
+(`adapters.adapter_for`). Importing this package is cheap: `create_app` and `serve` load FastAPI
+and uvicorn on first use, so ``parapipe`` works without the ``service`` extra. `ServiceConfig`
+holds every option of both. See docs/service.md.
 """
 
 from __future__ import annotations

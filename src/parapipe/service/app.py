@@ -10,72 +10,40 @@ import contextlib
 import http
 import logging
 import math
-import os
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import ParapipeError
-from .config import (
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_REQUEST_TIMEOUT,
-    ServiceConfig,
-    api_keys_from_env,
-)
+from .config import ServiceConfig
 from .errors import SERVICE_STAGE, ServiceError, error_body, error_status
 from .metrics import registry_for
 from .payloads import BodyLimit
 from .routes import api, public
 from .runtime import Service
 from .security import WWW_AUTHENTICATE, OriginGuard
-from .stream import stream
+from .session import accept
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("parapipe.service")
 
 
-def create_app(
-    graph: Any,
-    *,
-    api_keys: Iterable[str] = (),
-    max_queue: int = DEFAULT_MAX_QUEUE,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    journal_path: str | os.PathLike[str] | None = None,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    cors_origins: Iterable[str] = (),
-    allowed_hosts: Iterable[str] | None = None,
-    engine_options: Mapping[str, Any] | None = None,
-) -> FastAPI:
+def create_app(graph: Any, config: ServiceConfig | None = None) -> FastAPI:
     """An app serving ``graph`` over HTTP and WebSocket (see docs/service.md).
 
     Args:
         graph: a `Stage`, function, `Pipeline` or `Parallel`, as for `parapipe.Engine`.
-        api_keys: bearer keys; keys in ``PARAPIPE_API_KEYS`` are added. None at all: no auth.
-        max_queue: accepted-but-unfinished requests before POSTs get 429.
-        max_body_bytes: largest request body or WebSocket message (413 beyond).
-        journal_path: SQLite file for jobs, so a restart resumes them; None keeps jobs in memory.
-        request_timeout: seconds a synchronous run may take (504 beyond).
-        cors_origins: browser origins allowed to call the API; CORS is off when empty.
-        allowed_hosts: Host names served (see `ServiceConfig`); None: loopback only without keys.
-        engine_options: keyword arguments for `parapipe.Engine` (``start_method``, ``cpus``...).
+        config: the settings; None is ``ServiceConfig()``, whose jobs are durable in
+            ``parapipe-jobs.db`` (pass ``journal_path=":memory:"`` to keep none), the same
+            defaults as ``parapipe serve``.
     """
-    config = ServiceConfig(
-        api_keys=api_keys_from_env(api_keys),
-        max_queue=max_queue,
-        max_body_bytes=max_body_bytes,
-        journal_path=os.fspath(journal_path) if journal_path is not None else ":memory:",
-        request_timeout=request_timeout,
-        cors_origins=tuple(cors_origins),
-        allowed_hosts=tuple(allowed_hosts) if allowed_hosts is not None else None,
-    )
-    return app_for(Service(graph, config, engine_options))
+    return app_for(Service(graph, config if config is not None else ServiceConfig()))
 
 
 def app_for(service: Service) -> FastAPI:
@@ -99,10 +67,17 @@ def app_for(service: Service) -> FastAPI:
     app.state.metrics = registry_for(service)
     app.include_router(public)
     app.include_router(api)
-    app.add_api_websocket_route("/v1/stream", stream)
+    app.add_api_websocket_route("/v1/stream", _stream)
     _add_error_handlers(app)
     _add_middleware(app, service.config)
     return app
+
+
+async def _stream(websocket: WebSocket) -> None:
+    """``WS /v1/stream``: the shared handshake, then the session of the graph's adapter."""
+    service: Service = websocket.app.state.service
+    if await accept(service, websocket):
+        await service.adapter.ws_session(service, websocket)
 
 
 def _add_middleware(app: FastAPI, config: ServiceConfig) -> None:
@@ -117,10 +92,7 @@ def _add_middleware(app: FastAPI, config: ServiceConfig) -> None:
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    hosts = config.allowed_hosts
-    if hosts is None and config.api_keys:
-        hosts = ("*",)  # keys protect the server wherever it is reachable from
-    app.add_middleware(OriginGuard, cors_origins=config.cors_origins, allowed_hosts=hosts)
+    app.add_middleware(OriginGuard, cors_origins=config.cors_origins, allowed_hosts=config.served_hosts())
 
 
 def _add_error_handlers(app: FastAPI) -> None:

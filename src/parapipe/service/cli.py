@@ -11,20 +11,20 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from .._apps import GRAPH_ALIASES, load_cli_graph
 from .config import (
     API_KEYS_ENV,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HOST,
+    DEFAULT_JOURNAL,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_QUEUE,
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT,
+    ServiceConfig,
 )
 
-__all__ = ["DEFAULT_JOURNAL", "add_serve_command", "configure_parser", "main", "run_from_args"]
-
-DEFAULT_JOURNAL = "parapipe-jobs.db"
-"""On the command line jobs are durable by default: a restart resumes what was accepted."""
+__all__ = ["add_serve_command", "configure_parser", "main", "run_from_args"]
 
 
 def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -35,8 +35,12 @@ def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
-    """The options of ``parapipe serve``; sets ``func`` to `run_from_args`."""
-    parser.add_argument("graph", help="MODULE:GRAPH, e.g. myapp.graphs:pipeline")
+    """The options of ``parapipe serve``; sets ``func`` to `run_from_args`.
+
+    Every option but the address ones (``--host``, ``--port``, ``--fd``, ``--log-level``) is a
+    `ServiceConfig` field, read by `ServiceConfig.from_args`.
+    """
+    parser.add_argument("graph", help=f"MODULE:GRAPH (e.g. myapp.graphs:pipeline) or one of {sorted(GRAPH_ALIASES)}")
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to bind (default: %(default)s)")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port (default: %(default)s)")
     parser.add_argument(
@@ -73,23 +77,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run the server from parsed options until it is stopped; returns the exit status."""
     from .server import serve
 
-    serve(
-        args.graph,
-        args.host,
-        args.port,
-        api_keys=args.api_keys,
-        insecure=args.insecure,
-        journal_path=args.journal,
-        max_queue=args.max_queue,
-        max_body_bytes=args.max_body_bytes,
-        request_timeout=args.request_timeout,
-        drain_timeout=args.drain_timeout,
-        cors_origins=args.cors_origins,
-        allowed_hosts=args.allowed_hosts,
-        engine_options={"start_method": args.start_method},
-        log_level=args.log_level,
-        fd=args.fd,
-    )
+    config = ServiceConfig.from_args(args)
+    serve(load_cli_graph(args.graph), config, args.host, args.port, fd=args.fd, log_level=args.log_level)
     return 0
 
 

@@ -1,27 +1,38 @@
 """The service's settings: one frozen dataclass, named defaults, and the only reader of its env vars.
 
-``PARAPIPE_API_KEYS`` (comma separated) is read here and nowhere else, so a key can never be
-picked up by one code path and missed by another. Keys given in code or on the command line
-are added to the ones in the environment.
+`ServiceConfig` is the one list of the service's options: ``parapipe serve`` builds it with
+`ServiceConfig.from_args`, Python code builds it directly, and `create_app` and `serve` take it
+whole, so an option is declared once and cannot mean different things on different paths.
+
+``PARAPIPE_API_KEYS`` (comma separated) is read here and nowhere else, when a `ServiceConfig` is
+made, so a key can never be picked up by one code path and missed by another. Keys given in
+code or on the command line are added to the ones in the environment.
 """
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import os
+import types
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import ConfigError
 from .errors import InsecureBind
 
 __all__ = [
     "API_KEYS_ENV",
+    "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_HOST",
+    "DEFAULT_JOURNAL",
     "DEFAULT_MAX_BODY_BYTES",
     "DEFAULT_MAX_QUEUE",
     "DEFAULT_PORT",
     "DEFAULT_REQUEST_TIMEOUT",
+    "MAX_LONG_POLL",
+    "STREAM_WINDOW",
     "ServiceConfig",
     "api_keys_from_env",
     "check_bind",
@@ -35,49 +46,103 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_QUEUE = 1024
 """Accepted-but-unfinished requests and jobs; past this, POSTs get 429 instead of piling up memory."""
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-"""64 MiB: a 30-minute 16 kHz WAV fits; anything larger should be split by the client."""
+"""64 MiB: a 30-minute uncompressed 16 kHz recording fits; anything larger should be split by the client."""
 DEFAULT_REQUEST_TIMEOUT = 300.0
-"""Seconds a synchronous /v1/run waits; long speech files need minutes on a small machine."""
+"""Seconds a synchronous /v1/run waits; large items through heavy models need minutes on a small machine."""
 DEFAULT_DRAIN_TIMEOUT = 30.0
 """Seconds shutdown waits for running items; the rest stay in the journal and resume on restart."""
+DEFAULT_JOURNAL = "parapipe-jobs.db"
+"""Jobs are durable by default, from the command line and from `create_app` alike: a 202 promises
+that a restart resumes the job. ``":memory:"`` opts out (tests, throwaway servers)."""
 MAX_LONG_POLL = 60.0
 """Longest ``GET /v1/jobs/{id}?wait=`` in seconds, below common proxy idle timeouts."""
+STREAM_WINDOW = 64
+"""Items in flight per ``WS /v1/stream`` connection, on both ends: the server reads no further
+(TCP slows a faster sender), and the clients send this many before they wait for a reply. The
+same number on both sides: a client window below the server's leaves the server's idle, one
+above it only fills socket buffers."""
 
 
 @dataclass(frozen=True)
 class ServiceConfig:
-    """Everything `create_app` needs besides the graph.
+    """Everything `create_app` and `serve` need besides the graph (and, for `serve`, the address).
+
+    Sequences may be given as any iterable and paths as path-likes; they are stored as tuples and
+    strings. Keys from ``PARAPIPE_API_KEYS`` are added to ``api_keys`` here, so every config has
+    them, however it was made.
 
     Attributes:
         api_keys: accepted bearer tokens; empty means no authentication (loopback only, see `check_bind`).
         max_queue: accepted-but-unfinished requests (sync runs, jobs, stream items) before 429.
         max_body_bytes: largest request body or WebSocket message.
-        journal_path: SQLite file for jobs; ``":memory:"`` keeps jobs only while the process lives.
+        journal_path: SQLite file for jobs (`DEFAULT_JOURNAL`); ``":memory:"`` keeps jobs only while
+            the process lives.
         request_timeout: seconds a synchronous run may take before 504.
         drain_timeout: seconds shutdown waits for running items before leaving them to the next start.
         cors_origins: origins allowed to call the API from a browser; empty turns CORS off.
-        allowed_hosts: Host header values served. None: any when API keys are set, else loopback
-            names only, which stops DNS-rebinding pages from reaching a keyless server. ``("*",)``: any.
+        allowed_hosts: Host header values served. None: any when API keys are set or ``insecure``,
+            else loopback names only, which stops DNS-rebinding pages from reaching a keyless
+            server. ``("*",)``: any.
+        insecure: the network is trusted (an authenticating proxy guards it): `serve` may bind a
+            non-loopback address without keys, and any Host the proxy forwards is served.
+        engine_options: keyword arguments for `parapipe.Engine` (``start_method``, ``cpus``...).
     """
 
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
     max_queue: int = DEFAULT_MAX_QUEUE
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
-    journal_path: str = ":memory:"
+    journal_path: str = DEFAULT_JOURNAL
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
-    cors_origins: tuple[str, ...] = field(default=())
+    cors_origins: tuple[str, ...] = ()
     allowed_hosts: tuple[str, ...] | None = None
+    insecure: bool = False
+    engine_options: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ServiceConfig:
+        """The config of ``parapipe serve``'s parsed options (see `parapipe.service.cli`)."""
+        return cls(
+            api_keys=args.api_keys,
+            max_queue=args.max_queue,
+            max_body_bytes=args.max_body_bytes,
+            journal_path=args.journal,
+            request_timeout=args.request_timeout,
+            drain_timeout=args.drain_timeout,
+            cors_origins=args.cors_origins,
+            allowed_hosts=args.allowed_hosts,
+            insecure=args.insecure,
+            engine_options={"start_method": args.start_method},
+        )
+
+    def served_hosts(self) -> tuple[str, ...] | None:
+        """The Host values `OriginGuard` accepts: ``allowed_hosts``, else any when keys or
+        ``insecure`` protect the server wherever it is reachable from, else None (loopback names)."""
+        if self.allowed_hosts is not None:
+            return self.allowed_hosts
+        return ("*",) if self.api_keys or self.insecure else None
 
     def __post_init__(self) -> None:
+        if isinstance(self.api_keys, str):
+            raise ConfigError("api_keys is a list of keys: write api_keys=[key], not api_keys=key")
+        if any(not key or key != key.strip() or "," in key for key in self.api_keys):
+            raise ConfigError("API keys must be non-empty, without commas or surrounding spaces")
+        # Normalised in place: the dataclass is frozen so that nothing changes it after this.
+        normal = {
+            "api_keys": api_keys_from_env(self.api_keys),
+            "journal_path": os.fspath(self.journal_path),
+            "cors_origins": tuple(self.cors_origins),
+            "allowed_hosts": tuple(self.allowed_hosts) if self.allowed_hosts is not None else None,
+            "engine_options": types.MappingProxyType(dict(self.engine_options)),
+        }
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
         if self.max_queue < 1:
             raise ConfigError(f"max_queue must be >= 1, got {self.max_queue}")
         if self.max_body_bytes < 1:
             raise ConfigError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
         if self.request_timeout <= 0 or self.drain_timeout < 0:
             raise ConfigError("request_timeout must be > 0 and drain_timeout >= 0")
-        if any(not key or key != key.strip() or "," in key for key in self.api_keys):
-            raise ConfigError("API keys must be non-empty, without commas or surrounding spaces")
 
 
 def api_keys_from_env(explicit: Iterable[str] = (), environ: Mapping[str, str] | None = None) -> tuple[str, ...]:

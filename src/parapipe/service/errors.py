@@ -157,9 +157,10 @@ _SERVICE_ERRORS: dict[str, type[ServiceError]] = {
     )
 }
 
-_ITEM_STATUS: dict[type[ItemError], int] = {StageError: 422, TaskTimeout: 504, WorkerDied: 500}
-"""A StageError is the item's fault (broken audio, bad input); a timeout is a gateway timeout; a
-worker that died on the item (after its retries) is a server error."""
+_ITEM_STATUS: dict[type[ItemError], int] = {StageError: 422, TaskTimeout: 504, WorkerDied: 500, StageFailed: 503}
+"""A StageError is the item's fault (a broken file, bad input); a timeout is a gateway timeout; a
+worker that died on the item (after its retries) is a server error; a stage that is down makes
+the service unavailable."""
 
 
 def error_status(exc: BaseException) -> int:
@@ -168,8 +169,6 @@ def error_status(exc: BaseException) -> int:
         return exc.status
     if isinstance(exc, ItemError):
         return next((s for t, s in _ITEM_STATUS.items() if isinstance(exc, t)), 500)
-    if isinstance(exc, StageFailed):
-        return 503
     return 500
 
 
@@ -177,8 +176,6 @@ def error_body(exc: BaseException) -> dict[str, Any]:
     """The JSON ``error`` object for an exception; never a traceback, which stays in the server log."""
     if isinstance(exc, (ServiceError, ItemError)):
         return public_error(exc.to_dict())
-    if isinstance(exc, StageFailed):
-        return {"type": "StageFailed", "message": str(exc), "stage": exc.stage}
     return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__, "stage": SERVICE_STAGE}
 
 
@@ -186,10 +183,6 @@ def error_from(status: int, error: dict[str, Any], retry_after: float | None = N
     """The exception a response's ``error`` object describes (the client raises it)."""
     kind = str(error.get("type", ""))
     message = str(error.get("message", "")) or f"HTTP {status}"
-    if kind == "StageFailed":
-        failed = StageFailed(str(error.get("stage", "")), message)
-        failed.args = (message,)  # the server's message already names the stage
-        return failed
     if kind in _SERVICE_ERRORS:
         return _SERVICE_ERRORS[kind](message, status=status, retry_after=retry_after)
     if kind and error.get("stage") not in (None, SERVICE_STAGE):

@@ -1,15 +1,13 @@
 """What crosses the HTTP boundary: request bodies into items, results into JSON.
 
-A request body becomes one item::
+With the default adapter (`parapipe.service.adapters`) a request body becomes one item::
 
     application/json          {"item": <any JSON>}    ->  the JSON value
     multipart/form-data       field "file"            ->  the file's bytes
     application/octet-stream  the raw body            ->  the bytes
 
-Audio graphs (those whose first stage is the speech `Decode`) take bytes only, given to
-`Decode` as ``{"data": bytes, "file": <base name>}``. Their JSON items are refused because
-`Decode` treats a string as a *path*: the server never opens a file a client names, so a
-request cannot read ``/etc/passwd`` or another user's upload through the model.
+An application's adapter may read bodies its own way from the same parts: `media_type`,
+`read_upload` (the bytes and base name of an upload, for graphs that take files only).
 
 Results become JSON with `to_jsonable`; a result with no JSON form fails its request or job
 with `ResultNotSerializable` instead of failing later inside the response encoder.
@@ -23,7 +21,6 @@ import enum
 import json
 import math
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -33,52 +30,58 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import BadRequest, ResultNotSerializable, error_body
 
-__all__ = ["BodyLimit", "is_audio_graph", "read_item", "to_jsonable"]
+__all__ = [
+    "JSON",
+    "MULTIPART",
+    "OCTETS",
+    "UPLOAD_FIELD",
+    "BodyLimit",
+    "media_type",
+    "read_item",
+    "read_upload",
+    "to_jsonable",
+]
 
-_JSON = "application/json"
-_MULTIPART = "multipart/form-data"
-_OCTETS = "application/octet-stream"
-_UPLOAD_FIELD = "file"
-
-
-def is_audio_graph(graph: Any) -> bool:
-    """True when the graph's first stage is the speech `Decode`.
-
-    Looked up in ``sys.modules`` rather than imported: a graph can only hold a `Decode` if the
-    audio package is loaded already, and the service must not import the speech stack otherwise.
-    """
-    decode = sys.modules.get("parapipe.audio.decode")
-    if decode is None:
-        return False
-    first = graph
-    while hasattr(first, "steps"):  # a Pipeline: its first step runs first
-        first = first.steps[0]
-    return isinstance(first, decode.Decode)
+JSON = "application/json"
+MULTIPART = "multipart/form-data"
+OCTETS = "application/octet-stream"
+UPLOAD_FIELD = "file"
+_NO_NAME = "<upload>"
 
 
-async def read_item(request: Request, *, audio: bool) -> Any:
+def media_type(request: Request) -> str:
+    """The request's Content-Type without parameters, lower case ("" when absent)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_item(request: Request) -> Any:
     """The item a POST body carries (see the module docstring); `BadRequest` when malformed."""
-    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media == _JSON:
-        if audio:
-            raise BadRequest(
-                "this service runs a speech graph, which takes audio bytes: upload the file as "
-                f"multipart field {_UPLOAD_FIELD!r} or send it as {_OCTETS}. JSON items are refused "
-                "because the server never opens a file path given by a client",
-                status=415,
-            )
+    media = media_type(request)
+    if media == JSON:
         return _json_item(await request.body())
-    if media == _MULTIPART:
-        data, name = await _upload(request)
-    elif media == _OCTETS:
-        data, name = await request.body(), "<upload>"
-    else:
-        raise BadRequest(
-            f'unsupported Content-Type {media or "(none)"!r}: send {_JSON} with {{"item": ...}}, '
-            f"{_MULTIPART} with a {_UPLOAD_FIELD!r} field, or {_OCTETS}",
-            status=415,
-        )
-    return {"data": data, "file": name} if audio else data
+    if media not in (MULTIPART, OCTETS):
+        raise _unsupported(media, f'{JSON} with {{"item": ...}}')
+    data, _ = await read_upload(request)
+    return data
+
+
+async def read_upload(request: Request) -> tuple[bytes, str]:
+    """The bytes of a multipart upload or a raw body, and the upload's base name (a label that
+    is never opened; ``"<upload>"`` without one). 415 for any other Content-Type."""
+    media = media_type(request)
+    if media == MULTIPART:
+        return await _upload(request)
+    if media == OCTETS:
+        return await request.body(), _NO_NAME
+    raise _unsupported(media)
+
+
+def _unsupported(media: str, *also: str) -> BadRequest:
+    accepted = [*also, f"{MULTIPART} with a {UPLOAD_FIELD!r} field", OCTETS]
+    return BadRequest(
+        f"unsupported Content-Type {media or '(none)'!r}: send {', '.join(accepted[:-1])} or {accepted[-1]}",
+        status=415,
+    )
 
 
 def _json_item(body: bytes) -> Any:
@@ -100,15 +103,15 @@ async def _upload(request: Request) -> tuple[bytes, str]:
         form = await request.form(max_files=1, max_fields=8)
     except HTTPException as exc:  # starlette's verdict on a broken multipart body
         raise BadRequest(f"malformed multipart body: {exc.detail}") from exc
-    upload = form.get(_UPLOAD_FIELD)
+    upload = form.get(UPLOAD_FIELD)
     if not isinstance(upload, UploadFile):
         await form.close()
-        raise BadRequest(f"the multipart body needs a file field named {_UPLOAD_FIELD!r}", status=422)
+        raise BadRequest(f"the multipart body needs a file field named {UPLOAD_FIELD!r}", status=422)
     try:
         data = await upload.read()
     finally:
         await form.close()
-    return data, os.path.basename(upload.filename or "") or "<upload>"
+    return data, os.path.basename(upload.filename or "") or _NO_NAME
 
 
 def to_jsonable(value: Any) -> Any:

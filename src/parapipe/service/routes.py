@@ -17,7 +17,6 @@ from .config import MAX_LONG_POLL
 from .dashboard import dashboard_html
 from .jobs import job_view
 from .metrics import CONTENT_TYPE, render
-from .payloads import read_item
 from .runtime import Service
 from .security import check_key
 
@@ -27,7 +26,8 @@ _bearer = HTTPBearer(auto_error=False, description="an API key, when the server 
 
 
 def _service(request: Request) -> Service:
-    return request.app.state.service  # type: ignore[no-any-return]
+    service: Service = request.app.state.service
+    return service
 
 
 async def authorize(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> None:
@@ -55,7 +55,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"description": "malformed body"},
     401: {"description": "missing or wrong API key"},
     413: {"description": "body over the size limit"},
-    415: {"description": "unsupported Content-Type (speech graphs take bytes only)"},
+    415: {"description": "unsupported Content-Type (the graph's adapter may take bytes only)"},
     429: {"description": "admission queue full; see Retry-After"},
     503: {"description": "engine not ready, or a stage failed"},
 }
@@ -98,7 +98,7 @@ async def metrics(request: Request) -> Response:
 async def run(request: Request) -> JSONResponse:
     service = _service(request)
     service.require_engine()  # 503 before reading a large body the engine cannot take
-    item = await read_item(request, audio=service.audio)
+    item = await service.adapter.read_item(request)
     return JSONResponse({"result": await service.run(item)})  # JSON-ready already: no re-encoding
 
 
@@ -106,7 +106,7 @@ async def run(request: Request) -> JSONResponse:
 async def submit_job(request: Request) -> JSONResponse:
     service = _service(request)
     jobs = service.require_jobs()
-    item = await read_item(request, audio=service.audio)
+    item = await service.adapter.read_item(request)
     key = jobs.submit(item, service.retry_after)
     return JSONResponse({"id": key}, status_code=202, headers={"Location": f"/v1/jobs/{key}"})
 

@@ -13,16 +13,17 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from ..engine import Engine
 from ..errors import EngineClosed, ParapipeError
 from ..journal import Journal
+from .adapters import ServiceAdapter, adapter_for
 from .config import ServiceConfig
 from .errors import NotReady, RequestTimeout
 from .jobs import Admission, JobManager, job_view
-from .payloads import is_audio_graph, to_jsonable
+from .payloads import to_jsonable
 
 __all__ = ["Service"]
 
@@ -37,16 +38,15 @@ class Service:
 
     Args:
         graph: what the engine runs.
-        config: the service settings.
-        engine_options: keyword arguments for `parapipe.Engine` (``start_method``, ``cpus``...).
+        config: the service settings (``config.engine_options`` go to `parapipe.Engine`).
     """
 
-    def __init__(self, graph: Any, config: ServiceConfig, engine_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, graph: Any, config: ServiceConfig) -> None:
         self.graph = graph
         self.config = config
-        self._engine_options = dict(engine_options or {})
-        self._unstarted: Engine | None = Engine(graph, **self._engine_options)  # validates the graph now
-        self.audio = is_audio_graph(graph)
+        self._unstarted: Engine | None = Engine(graph, **config.engine_options)  # validates the graph now
+        self.adapter: ServiceAdapter = adapter_for(graph)
+        """How request bodies become items and what a WebSocket session is (the graph decides)."""
         self.engine: Engine | None = None
         self.state = "new"
         self.failure: str | None = None
@@ -71,7 +71,7 @@ class Service:
         self._startup = asyncio.get_running_loop().create_task(self._start_engine(), name="parapipe-engine-start")
 
     async def _start_engine(self) -> None:
-        engine = self._unstarted or Engine(self.graph, **self._engine_options)
+        engine = self._unstarted or Engine(self.graph, **self.config.engine_options)
         self._unstarted = None
         try:
             await asyncio.to_thread(engine.start)
@@ -182,7 +182,7 @@ class Service:
                 "inflight": self.admission.inflight,
                 "max_queue": self.admission.limit,
                 "rejected": self.admission.rejected,
-                "audio": self.audio,
+                "adapter": self.adapter.name,
             },
             "stages": to_jsonable(stages),
             "jobs": {"counts": self.job_counts(), "recent": self._recent_jobs()},

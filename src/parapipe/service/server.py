@@ -10,21 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Iterable, Mapping
 from typing import Any
 
 from ..errors import ConfigError, ParapipeError
-from .config import (
-    DEFAULT_DRAIN_TIMEOUT,
-    DEFAULT_HOST,
-    DEFAULT_MAX_BODY_BYTES,
-    DEFAULT_MAX_QUEUE,
-    DEFAULT_PORT,
-    DEFAULT_REQUEST_TIMEOUT,
-    ServiceConfig,
-    api_keys_from_env,
-    check_bind,
-)
+from ..graph import load_graph
+from .config import DEFAULT_HOST, DEFAULT_PORT, ServiceConfig, check_bind
 
 __all__ = ["serve"]
 
@@ -33,47 +23,27 @@ log = logging.getLogger("parapipe.service")
 
 def serve(
     graph: Any,
+    config: ServiceConfig | None = None,
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     *,
-    api_keys: Iterable[str] = (),
-    insecure: bool = False,
-    journal_path: str | os.PathLike[str] | None = None,
-    max_queue: int = DEFAULT_MAX_QUEUE,
-    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
-    drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
-    cors_origins: Iterable[str] = (),
-    allowed_hosts: Iterable[str] | None = None,
-    engine_options: Mapping[str, Any] | None = None,
-    log_level: str = "info",
     fd: int | None = None,
+    log_level: str = "info",
 ) -> None:
-    """Serve ``graph`` (a graph object or ``"MODULE:NAME"``) on ``host:port`` until stopped.
+    """Serve ``graph`` (a graph object, or ``"MODULE:NAME"`` to import) on ``host:port`` until stopped.
 
-    Refuses (`InsecureBind`) a non-loopback ``host`` without API keys unless ``insecure``; keys
-    come from ``api_keys`` and ``PARAPIPE_API_KEYS``. Raises the engine's error when its workers
-    cannot start, after the server has shut down. ``fd``: serve on an inherited listening socket
-    instead of binding ``host:port`` (socket activation; tests use it so connections queue up
-    before the server runs). Other arguments: see `create_app`.
+    Refuses (`InsecureBind`) a non-loopback ``host`` without API keys unless ``config.insecure``.
+    Raises the engine's error when its workers cannot start, after the server has shut down.
+    ``config``: as for `create_app` (the same defaults). ``fd``: serve on an inherited listening
+    socket instead of binding ``host:port`` (socket activation; tests use it so connections
+    queue up before the server runs).
     """
-    keys = api_keys_from_env(api_keys)
+    config = config if config is not None else ServiceConfig()
     if fd is not None:
         host = _socket_host(fd)
-    check_bind(host, keys, insecure)
-    if insecure and allowed_hosts is None:
-        allowed_hosts = ("*",)  # a trusted network: any Host its proxy forwards
-    config = ServiceConfig(
-        api_keys=keys,
-        max_queue=max_queue,
-        max_body_bytes=max_body_bytes,
-        journal_path=os.fspath(journal_path) if journal_path is not None else ":memory:",
-        request_timeout=request_timeout,
-        drain_timeout=drain_timeout,
-        cors_origins=tuple(cors_origins),
-        allowed_hosts=tuple(allowed_hosts) if allowed_hosts is not None else None,
-    )
-    _run(_load(graph), config, {"host": host, "port": port, "log_level": log_level}, fd, engine_options)
+    check_bind(host, config.api_keys, config.insecure)
+    where = {"host": host, "port": port, "log_level": log_level}
+    _run(load_graph(graph) if isinstance(graph, str) else graph, config, where, fd)
 
 
 def _socket_host(fd: int) -> str:
@@ -82,17 +52,7 @@ def _socket_host(fd: int) -> str:
         return str(sock.getsockname()[0])
 
 
-def _load(graph: Any) -> Any:
-    if not isinstance(graph, str):
-        return graph
-    from ..graph import load_graph
-
-    return load_graph(graph)
-
-
-def _run(
-    graph: Any, config: ServiceConfig, where: dict[str, Any], fd: int | None, engine_options: Mapping[str, Any] | None
-) -> None:
+def _run(graph: Any, config: ServiceConfig, where: dict[str, Any], fd: int | None) -> None:
     try:
         import uvicorn
 
@@ -102,7 +62,7 @@ def _run(
         raise ConfigError(
             f"the HTTP service needs its extra ({exc.name} is missing): pip install 'parapipe[service]'"
         ) from exc
-    service = Service(graph, config, engine_options)
+    service = Service(graph, config)
     server = uvicorn.Server(
         uvicorn.Config(
             app_for(service),

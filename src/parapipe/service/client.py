@@ -1,5 +1,8 @@
 """Clients for ``parapipe serve``: `Client` (blocking) and `AsyncClient` (asyncio), same methods.
 
+Also ``parapipe.Client`` and ``parapipe.AsyncClient``, which import this module (and httpx) on
+first use only::
+
     with Client("http://127.0.0.1:8000", api_key="...") as client:
         client.run({"x": 1})                       # one item, wait for its result
         job = client.submit(file="meeting.wav")    # a local file is read here and uploaded
@@ -10,6 +13,11 @@ Errors come back as the exceptions the server met: a failed item raises its `Sta
 `WorkerDied` or `TaskTimeout` (rebuilt with ``ItemError.from_dict``), a full server raises
 `Overloaded` (with ``retry_after``), a wrong key `Unauthorized`, and so on (see
 `parapipe.service.errors`). Needs httpx, and websockets for streaming (the ``service`` extra).
+
+Concurrency: one client opens up to ``max_connections`` HTTP connections (`DEFAULT_MAX_CONNECTIONS`),
+one per request in flight; more concurrent calls wait for a free connection, so an
+``asyncio.gather`` of more calls than that is capped there, not at the server. A stream keeps
+`STREAM_WINDOW` items in flight on its one WebSocket.
 """
 
 from __future__ import annotations
@@ -24,11 +32,11 @@ from typing import IO, Any
 
 import httpx
 
-from .errors import ConfigError
-from .service.config import MAX_LONG_POLL
-from .service.errors import JobCancelled, RequestTimeout, ServiceError, Unreachable, error_from, raise_for_error
+from ..errors import ConfigError
+from .config import DEFAULT_MAX_QUEUE, MAX_LONG_POLL, STREAM_WINDOW
+from .errors import JobCancelled, RequestTimeout, ServiceError, Unreachable, error_from, raise_for_error
 
-__all__ = ["AsyncClient", "Client"]
+__all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncClient", "Client"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 DEFAULT_TIMEOUT = 330.0
@@ -36,8 +44,11 @@ DEFAULT_TIMEOUT = 330.0
 NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 """httpx writes a POST's headers and body separately: with Nagle's algorithm on, the body then
 waits for the server's delayed ACK, about 40 ms per request on Linux."""
-STREAM_WINDOW = 32
-"""Items a stream keeps in flight before it reads a reply."""
+DEFAULT_MAX_CONNECTIONS = DEFAULT_MAX_QUEUE
+"""Connections one client may open, so one client can fill a default server's admission queue
+(1024 requests; past it the server answers 429 anyway) instead of stopping at httpx's default
+of 100. Each connection is a file descriptor: lower it under a small ``ulimit -n``. Idle
+connections are all kept alive, so the next burst does not reconnect."""
 
 FileInput = str | os.PathLike[str] | bytes | IO[bytes]
 
@@ -52,11 +63,25 @@ class _Base:
 
 
 class Client(_Base):
-    """A blocking client; see the module docstring. ``timeout``: seconds per HTTP call."""
+    """A blocking client; see the module docstring.
 
-    def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    Args:
+        url: the server's base URL.
+        api_key: sent as ``Authorization: Bearer``; None sends none.
+        timeout: seconds per HTTP call.
+        max_connections: connections kept for calls from several threads at once.
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
         super().__init__(url, api_key)
-        transport = httpx.HTTPTransport(socket_options=NO_DELAY)
+        transport = httpx.HTTPTransport(socket_options=NO_DELAY, limits=_limits(max_connections))
         self._http = httpx.Client(base_url=self.url, headers=self._headers, timeout=timeout, transport=transport)
 
     def __enter__(self) -> Client:
@@ -124,9 +149,10 @@ class Client(_Base):
             for _ in range(outstanding):
                 yield _reply(ws.recv(), return_exceptions)
 
-    def stream_audio(self, chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
-        """Send 16 kHz mono PCM16 chunks to a speech server; yield each segment message as it
-        arrives, then the ``final`` message (see `parapipe.service.audio_stream`)."""
+    def stream_bytes(self, chunks: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+        """Feed a byte-stream session (one whose graph's adapter streams raw bytes, see
+        `parapipe.service.session`): send the chunks, then ``{"type": "end"}``; yield each message
+        as it arrives, the last one being ``{"type": "final", ...}``."""
         from websockets.sync.client import connect
 
         with connect(self._ws_url(), additional_headers=self._headers, max_size=None) as ws:
@@ -140,11 +166,22 @@ class Client(_Base):
 
 
 class AsyncClient(_Base):
-    """The same methods as `Client`, as coroutines (``stream`` and ``stream_audio`` async iterate)."""
+    """The same methods as `Client`, as coroutines (``stream`` and ``stream_bytes`` async iterate).
 
-    def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    Arguments as for `Client`; ``max_connections`` bounds the calls in flight at once (see the
+    module docstring).
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        api_key: str | None = None,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
         super().__init__(url, api_key)
-        transport = httpx.AsyncHTTPTransport(socket_options=NO_DELAY)
+        transport = httpx.AsyncHTTPTransport(socket_options=NO_DELAY, limits=_limits(max_connections))
         self._http = httpx.AsyncClient(base_url=self.url, headers=self._headers, timeout=timeout, transport=transport)
 
     async def __aenter__(self) -> AsyncClient:
@@ -206,8 +243,8 @@ class AsyncClient(_Base):
             for _ in range(outstanding):
                 yield _reply(await ws.recv(), return_exceptions)
 
-    async def stream_audio(self, chunks: Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator[dict[str, Any]]:
-        """Send PCM16 chunks while yielding segment messages as they arrive, then ``final``."""
+    async def stream_bytes(self, chunks: Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator[dict[str, Any]]:
+        """Send the chunks while yielding messages as they arrive, up to ``final`` (see `Client.stream_bytes`)."""
         from websockets.asyncio.client import connect
 
         async with connect(self._ws_url(), additional_headers=self._headers, max_size=None) as ws:
@@ -225,6 +262,12 @@ class AsyncClient(_Base):
                 await sender
             finally:
                 sender.cancel()
+
+
+def _limits(max_connections: int) -> httpx.Limits:
+    if max_connections < 1:
+        raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
+    return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
 
 
 def _body(item: Any, file: FileInput | None, filename: str | None) -> dict[str, Any]:

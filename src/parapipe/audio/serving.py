@@ -1,6 +1,12 @@
-"""Live speech over ``WS /v1/stream``: PCM16 in, one result per utterance out as each one ends.
+"""The speech graph behind ``parapipe serve``: `SpeechAdapter`, which `Decode.service_adapter` returns.
 
-Protocol::
+Request bodies: audio bytes only (a multipart upload or a raw body), given to `Decode` as
+``{"data": bytes, "file": <base name>}``. JSON items are refused because `Decode` treats a
+string as a *path*: the server never opens a file a client names, so a request cannot read
+``/etc/passwd`` or another user's upload through the model.
+
+Live speech over ``WS /v1/stream``: PCM16 in, one result per utterance out as each one ends
+(the service's byte-stream convention, see `parapipe.service.session`). Protocol::
 
     client -> binary frames: 16 kHz mono signed 16-bit little-endian PCM, any chunk size
     client -> text {"type": "end"}: no more audio
@@ -27,19 +33,21 @@ import asyncio
 import functools
 import json
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from fastapi import WebSocket
-from starlette.websockets import WebSocketDisconnect
+from starlette.requests import Request
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .errors import BadRequest, error_body
-from .runtime import Service
-from .stream import end_session, outcome
+from ..service.errors import BadRequest, error_body
+from ..service.payloads import JSON, OCTETS, UPLOAD_FIELD, media_type, read_upload
+from ..service.session import SessionHost, end_session, outcome
+from .clip import SAMPLE_RATE, AudioClip
+from .vad import Segment
 
-__all__ = ["StreamSegmenter", "Utterance", "audio_session"]
+__all__ = ["SAMPLE_RATE", "SpeechAdapter", "StreamSegmenter", "Utterance", "audio_session"]
 
-SAMPLE_RATE = 16_000
 STEP_SECONDS = 0.5
 """How much new audio triggers a VAD pass: the latency added before an utterance is noticed."""
 HOLD_SECONDS = 0.3
@@ -51,7 +59,28 @@ KEEP_SILENCE_SECONDS = 0.5
 Regions = tuple[tuple[float, float], ...]
 
 
-class Utterance(NamedTuple):
+class SpeechAdapter:
+    """The `parapipe.service.adapters.ServiceAdapter` of speech graphs (see the module docstring)."""
+
+    name = "speech"
+
+    async def read_item(self, request: Request) -> dict[str, Any]:
+        if media_type(request) == JSON:
+            raise BadRequest(
+                "this service runs a speech graph, which takes audio bytes: upload the file as "
+                f"multipart field {UPLOAD_FIELD!r} or send it as {OCTETS}. JSON items are refused "
+                "because the server never opens a file path given by a client",
+                status=415,
+            )
+        data, name = await read_upload(request)
+        return {"data": data, "file": name}
+
+    async def ws_session(self, host: SessionHost, websocket: WebSocket) -> None:
+        await audio_session(host, websocket)
+
+
+@dataclass(frozen=True)
+class Utterance:
     """One stretch of speech: its place in the stream (seconds) and its PCM16 bytes."""
 
     index: int
@@ -129,8 +158,6 @@ class StreamSegmenter:
 @functools.cache
 def speech_finder() -> Callable[[np.ndarray], Regions]:
     """The `Segment` stage's VAD, loaded once per server process (seconds; call it in a thread)."""
-    from parapipe.audio import AudioClip, Segment
-
     segment = Segment(min_silence=HOLD_SECONDS)
     segment.setup()
 
@@ -141,7 +168,7 @@ def speech_finder() -> Callable[[np.ndarray], Regions]:
     return find
 
 
-async def audio_session(service: Service, websocket: WebSocket) -> None:
+async def audio_session(host: SessionHost, websocket: WebSocket) -> None:
     """Run one audio stream until the client says ``end`` (or goes away)."""
     segmenter = StreamSegmenter(await asyncio.to_thread(speech_finder))
     results: asyncio.Queue[tuple[Utterance, asyncio.Task[dict[str, Any]]] | None] = asyncio.Queue()
@@ -151,7 +178,7 @@ async def audio_session(service: Service, websocket: WebSocket) -> None:
             finished, ended = await _next_utterances(websocket, segmenter)
             for u in finished:
                 item = {"pcm16": u.pcm, "sample_rate": SAMPLE_RATE, "file": f"<stream#{u.index}>"}
-                await results.put((u, asyncio.create_task(outcome(service.run(item)))))
+                await results.put((u, asyncio.create_task(outcome(host.run(item)))))
             if ended:
                 await results.put(None)
                 await sender
@@ -194,12 +221,12 @@ async def _send_results(
     await websocket.close()
 
 
-def segment_message(u: Utterance, outcome: dict[str, Any]) -> dict[str, Any]:
+def segment_message(u: Utterance, reply: dict[str, Any]) -> dict[str, Any]:
     """What the client gets for one utterance: its text, speaker and gender, times in stream time."""
     base = {"type": "segment", "index": u.index, "start": u.start, "end": u.end}
-    if "error" in outcome:
-        return {**base, "type": "error", "error": outcome["error"]}
-    result = outcome["result"]
+    if "error" in reply:
+        return {**base, "type": "error", "error": reply["error"]}
+    result = reply["result"]
     if not isinstance(result, dict):
         return {**base, "result": result}
     segments = [
