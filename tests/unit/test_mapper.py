@@ -10,7 +10,7 @@ import pytest
 
 import parapipe as pp
 from parapipe.mapper import MapWindow
-from parapipe.worker.protocol import Chunk, ChunkResult, ExcInfo
+from parapipe.worker.protocol import Chunk, ChunkResult
 
 
 def _done(value: Any) -> Future[Any]:
@@ -49,14 +49,6 @@ def test_chunk_error_is_raised_without_return_exceptions():
     with pytest.raises(pp.StageError) as caught:
         [x for unit in _window().units(iter(range(30))) for x in unit]
     assert caught.value.index == 3
-
-
-def test_the_pools_old_tuple_shape_is_still_understood():
-    info = ExcInfo("ValueError", "bad", "Traceback ...", False)
-    chunk = ChunkResult([1, None], {1: ("sq", info)})  # type: ignore[dict-item]
-    window = MapWindow(lambda v, i: _done(chunk), window=1, chunk_size=lambda: 2, return_exceptions=True)
-    out = [x for unit in window.units(iter([10, 11])) for x in unit]
-    assert out[0] == 1 and isinstance(out[1], pp.StageError) and out[1].index == 1
 
 
 def test_a_whole_chunk_failure_fails_each_element_with_its_index():
