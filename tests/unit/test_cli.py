@@ -94,3 +94,12 @@ def test_help_shows_the_new_names_and_hides_the_old(capsys, command, shown, hidd
     assert exit_info.value.code == 0
     flags = set(capsys.readouterr().out.replace("[", " ").replace("]", " ").split())
     assert set(shown) <= flags and not set(hidden) & flags
+
+
+def test_audio_voices_on_a_missing_registry_fails_naming_it_and_creates_nothing(tmp_path, capsys):
+    pytest.importorskip("faster_whisper", reason="the audio extra is not installed")
+    typo = tmp_path / "typo.db"
+    assert main(["audio", "voices", "--voices", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert str(typo) in err and "does not exist" in err and "enroll" in err
+    assert list(tmp_path.iterdir()) == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -117,6 +118,13 @@ def _enroll(args: argparse.Namespace) -> int:
 def _voices(args: argparse.Namespace) -> int:
     from .voices import VoiceRegistry
 
+    if not os.path.isfile(args.voices):  # a reading command never creates the file it reads
+        print(
+            f"parapipe: voice registry {args.voices!r} does not exist; registries are made by "
+            "`parapipe audio enroll --voices FILE NAME RECORDING...`, so check the path",
+            file=sys.stderr,
+        )
+        return 2
     with VoiceRegistry(args.voices) as registry:
         if args.remove:
             if not registry.remove(args.remove):
