@@ -48,7 +48,7 @@ from ..stage import Stage, dump_stage
 from . import child, protocol
 from .dispatch import MAX_MSGS, Callback, Dispatcher, Job, Task
 from .protocol import ChunkResult
-from .pumps import deferred_pumps, defer
+from .pumps import defer, deferred_pumps
 from .replica import Replica
 from .restarts import StartupBackoff
 from .retry import RetryPolicy, death_error, is_chunk, split
@@ -261,13 +261,12 @@ class StagePool:
                     value.adopt()  # its segments now live as long as some task may send it
                 if task is None:
                     continue
-                if not ok:
-                    stats.account(task.enqueued, t0, t1, cpu, now, 1)
+                stats.account(task.enqueued, t0, t1, cpu, now, len(value) if ok and type(value) is ChunkResult else 1)
+                if ok:
+                    stats.count(self.name, task.item, True, value)
+                    final.append((task, True, value))
+                else:
                     failed.append((task, value))
-                    continue
-                stats.account(task.enqueued, t0, t1, cpu, now, len(value) if type(value) is ChunkResult else 1)
-                stats.count(self.name, task.item, True, value)
-                final.append((task, True, value))
             self._dispatch.cost = stats.service_ewma
         if free:
             self._arena.recycle(free)
