@@ -142,8 +142,7 @@ class Engine:
                 self._idle.wait_for(lambda: not self._active, timeout)
             leftover = list(self._active)
         for job in leftover:
-            job.future.cancel()
-            job.finished = True
+            job.cancel()
         self._pools.close()
         transport.sweep(os.getpid())
         with self._lock:
@@ -187,24 +186,23 @@ class Engine:
     def _submit_job(
         self, item: Any, key: str | None, index: int | None = None, on_retry: Callable[[], None] | None = None
     ) -> Future[Any]:
-        future: Future[Any] = Future()
+        job = Job(index, key, on_retry, self._job_ended)
         with self._lock:
             if self._state not in ("running", "starting"):
                 raise EngineClosed(f"the engine is {self._state}; submit inside `with Engine(...)`")
             if index is None:
-                index = self._seq
+                job.index = self._seq
                 self._seq += 1
-            job = Job(future, index, key, on_retry)
             self._active.add(job)
-        future.add_done_callback(lambda f: self._job_done(job))
         self._root.run(item, job, job.finish)
-        return future
+        return job
 
-    def _job_done(self, job: Job) -> None:
-        job.finished = True
-        with self._lock:
-            self._active.discard(job)
-            if not self._active:
+    def _job_ended(self, job: Job) -> None:
+        """Without the lock (set operations are atomic): the lock is only for waking close(),
+        which set ``closing`` before it looked at ``_active``, so it cannot miss this discard."""
+        self._active.discard(job)
+        if not self._active and self._state == "closing":
+            with self._lock:
                 self._idle.notify_all()
 
     def map(

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
 from .errors import ItemError, ResultLost, StageError, TransportError
@@ -26,24 +26,31 @@ from .worker.protocol import ChunkResult, ExcInfo
 Done = Callable[[bool, Any], None]
 
 
-class Job:
-    """One submitted item: its future, its identity, and whether it already has an outcome."""
+class Job(Future[Any]):
+    """One submitted item: the future its caller holds, its identity, and whether it already
+    has an outcome.
 
-    __slots__ = ("finished", "future", "index", "key", "on_retry")
+    The job *is* the future, so a submission costs one object, not a future, a job and a
+    done-callback closure referring to each other. Nothing on the item's path points back at
+    a job once it ended (tasks are dropped when answered, ``on_end`` is the engine's), so a
+    finished job and its result are freed by reference counting alone, not left for the cycle
+    collector: a ``map`` over millions of items keeps only its window alive.
+    """
 
     def __init__(
         self,
-        future: Future[Any],
         index: int | None,
         key: str | None = None,
         on_retry: Callable[[], None] | None = None,
+        on_end: Callable[[Job], None] | None = None,
     ) -> None:
-        self.future = future
+        super().__init__()
         self.index = index
         self.key = key
         self.finished = False
         self.on_retry = on_retry
         """Called before each retry of this item in any stage (the journal counts attempts)."""
+        self._on_end = on_end
 
     def finish(self, ok: bool, value: Any) -> None:
         if self.finished:
@@ -55,11 +62,28 @@ class Job:
             except TransportError as exc:  # its segment is gone: this item's error, not a hang
                 ok, value = False, ResultLost(message=str(exc), index=self.index, key=self.key)
                 value.__cause__ = exc
-        if self.future.set_running_or_notify_cancel():
+        try:  # one lock round instead of set_running_or_notify_cancel() then set_result()
             if ok:
-                self.future.set_result(value)
+                self.set_result(value)
             else:
-                self.future.set_exception(value)
+                self.set_exception(value)
+        except InvalidStateError:  # cancelled meanwhile: the canceller ended the job
+            return
+        self._ended()
+
+    def cancel(self) -> bool:
+        """Cancel the item: its tasks still queued in any stage are dropped, not run."""
+        if not super().cancel():
+            return False
+        if not self.finished:
+            self.finished = True
+            self.set_running_or_notify_cancel()  # so concurrent.futures.wait() sees it done
+            self._ended()
+        return True
+
+    def _ended(self) -> None:
+        if self._on_end is not None:
+            self._on_end(self)
 
 
 class _StageNode:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -18,8 +17,8 @@ def test_a_result_whose_segment_is_gone_fails_its_item_as_result_lost():
     try:
         data = transport.encode(np.ones(1 << 18), arena=arena, threshold=1024)
         transport.release(transport.segment_names(data))
-        future: Future[object] = Future()
-        Job(future, 7, key="k7").finish(True, transport.Packed(data))
+        future = Job(7, key="k7")
+        future.finish(True, transport.Packed(data))
         err = future.exception()
     finally:
         arena.close()

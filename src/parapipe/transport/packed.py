@@ -13,6 +13,7 @@ from .segments import SegmentArena, release
 from .wire import DEFAULT_THRESHOLD, decode, encode_with_names, segment_names
 
 _SMALL_TYPES = frozenset({int, float, bool, type(None), complex})
+_FLAT_TYPES = frozenset({bytes, bytearray, str})
 
 
 def pack(obj: Any, *, arena: SegmentArena, threshold: int = DEFAULT_THRESHOLD) -> Any:
@@ -21,8 +22,11 @@ def pack(obj: Any, *, arena: SegmentArena, threshold: int = DEFAULT_THRESHOLD) -
     A value that pickles small stays as it is (the enclosing message carries it); a large one
     is encoded once, here, so that whoever receives it can pass it on without decoding it.
     """
-    if type(obj) in _SMALL_TYPES:
+    kind = type(obj)
+    if kind in _SMALL_TYPES:
         return obj
+    if kind in _FLAT_TYPES and len(obj) * 4 < threshold:  # UTF-8 is at most 4 bytes a character
+        return obj  # small for sure: no trial pickle (the enclosing message pickles it anyway)
     data, names = encode_with_names(obj, arena=arena, threshold=threshold)
     return Packed(data) if names else obj
 

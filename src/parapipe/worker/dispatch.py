@@ -22,7 +22,6 @@ import collections
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..batching import BatchQueue, BatchStats
@@ -104,15 +103,17 @@ class Slot(Protocol):
 S = TypeVar("S", bound=Slot)
 
 
-@dataclass(frozen=True)
 class Assignment(Generic[S]):
     """One message to send: its tasks, and whether the replica must take nothing else until it
-    answers (a task that goes alone)."""
+    answers (a task that goes alone). A slotted class: one is made per message."""
 
-    replica: S
-    kind: int
-    tasks: list[Task]
-    exclusive: bool
+    __slots__ = ("exclusive", "kind", "replica", "tasks")
+
+    def __init__(self, replica: S, kind: int, tasks: list[Task], exclusive: bool) -> None:
+        self.replica = replica
+        self.kind = kind
+        self.tasks = tasks
+        self.exclusive = exclusive
 
 
 class Dispatcher:
@@ -172,25 +173,26 @@ class Dispatcher:
         """What to send now to the ``ready`` replicas: the least loaded first, until every one
         is full or nothing can go (a retried task waits for an idle replica, a batch for its
         deadline)."""
+        out: list[Assignment[S]] = []
         if self.batcher is not None:
             self._feed_batcher()
+        elif not self.pending:
+            return out
         limit = self.prefetch()
-        msgs = [r.msgs for r in ready]
-        held = [r.held for r in ready]
-        closed = [r.exclusive for r in ready]
-        out: list[Assignment[S]] = []
-        while self.pending or self.batcher:
-            free = [i for i in range(len(ready)) if msgs[i] < limit and not closed[i]]
-            if not free:
+        free = [r for r in ready if r.msgs < limit and not r.exclusive]
+        msgs = [r.msgs for r in free]
+        held = [r.held for r in free]
+        while (self.pending or self.batcher) and free:
+            open_ = [i for i in range(len(free)) if msgs[i] < limit]
+            if not open_:
                 break
-            i = min(free, key=lambda i: (msgs[i], held[i]))
-            kind, tasks, alone = self._take_message(msgs[i], len(free))
+            i = min(open_, key=lambda i: (msgs[i], held[i]))
+            kind, tasks, alone = self._take_message(msgs[i], len(open_))
             if not tasks:
                 break
-            msgs[i] += 1
+            msgs[i] = limit if alone else msgs[i] + 1  # alone: it takes nothing else
             held[i] += len(tasks)
-            closed[i] = alone
-            out.append(Assignment(ready[i], kind, tasks, alone))
+            out.append(Assignment(free[i], kind, tasks, alone))
         return out
 
     def batch_timer(self) -> float | None:

@@ -47,7 +47,8 @@ from ..resources import WorkerBudget
 from ..stage import Stage, dump_stage
 from . import child, protocol
 from .dispatch import MAX_MSGS, Callback, Dispatcher, Job, Task
-from .pumps import deferred_pumps, pump_soon
+from .protocol import ChunkResult
+from .pumps import defer, deferred_pumps
 from .replica import Replica
 from .restarts import StartupBackoff
 from .retry import RetryPolicy, death_error, is_chunk, split
@@ -176,31 +177,38 @@ class StagePool:
     def submit(self, task: Task) -> None:
         """Queue a task; it is sent now, or when the caller's `deferred_pumps` block ends."""
         task.enqueued = time.monotonic()
-        with self._lock:
+        later = defer(self)
+        with self._lock:  # one lock round per submit: queue and assign together
             failure = self._failed
             if failure is None:
                 self._dispatch.put(task)
+                sends = [] if later else self._assign()
         if failure is not None:
             self._settle([(task, False, StageFailed(self.name, failure))])
             return
-        pump_soon(self)
+        for send in sends:
+            self._send(*send)
 
     def pump(self) -> None:
         """Send what the dispatcher assigns to the ready replicas (safe to call any time)."""
-        sends = []
         with self._lock:
-            ready = [r for r in self._replicas if r.state == "ready"]
-            for a in self._dispatch.assign(ready):
-                tids = [next(self._ids) for _ in a.tasks]
-                a.replica.record(tids, a.tasks, a.exclusive)
-                sends.append((a.replica, tids, a.tasks, a.kind))
-                if self.stage.timeout and self._deadlines is not None:
-                    self._deadlines.arm(a.replica, float(self.stage.timeout))
-            delay = self._dispatch.batch_timer()
-            if delay is not None and self._deadlines is not None:
-                self._deadlines.arm(_BATCH_TIMER, delay)
-        for r, tids, tasks, kind in sends:
-            self._send(r, tids, tasks, kind)
+            sends = self._assign()
+        for send in sends:
+            self._send(*send)
+
+    def _assign(self) -> list[tuple[Replica, list[int], list[Task], int]]:
+        """Under the lock: record what goes to which replica now; the caller sends it after."""
+        sends = []
+        for a in self._dispatch.assign([r for r in self._replicas if r.state == "ready"]):
+            tids = list(itertools.islice(self._ids, len(a.tasks)))
+            a.replica.record(tids, a.tasks, a.exclusive)
+            sends.append((a.replica, tids, a.tasks, a.kind))
+            if self.stage.timeout and self._deadlines is not None:
+                self._deadlines.arm(a.replica, float(self.stage.timeout))
+        delay = self._dispatch.batch_timer()
+        if delay is not None and self._deadlines is not None:
+            self._deadlines.arm(_BATCH_TIMER, delay)
+        return sends
 
     def _send(self, r: Replica, tids: list[int], tasks: list[Task], kind: int) -> None:
         payload = [(tid, task.item) for tid, task in zip(tids, tasks, strict=True)]
@@ -240,35 +248,43 @@ class StagePool:
 
     def on_results(self, r: Replica, rows: list[protocol.Result], unmapped: list[str]) -> None:
         now = time.monotonic()
-        answered: list[Outcome] = []
-        with self._lock:
+        final: list[Outcome] = []
+        failed: list[tuple[Task, Any]] = []
+        with self._lock:  # one lock round per message: ledger, timing and counts of successes
             free = r.answered(unmapped)
             if self._deadlines is not None:
                 self._deadlines.disarm(r)
+            inflight, stats = r.inflight, self.stats
             for tid, ok, value, t0, t1, cpu in rows:
-                task = r.inflight.pop(tid, None)
+                task = inflight.pop(tid, None)
                 if type(value) is transport.Packed:
                     value.adopt()  # its segments now live as long as some task may send it
-                if task is not None:
-                    n = len(value) if ok and isinstance(value, protocol.ChunkResult) else 1
-                    self.stats.account(task.enqueued, t0, t1, cpu, now, n)
-                    answered.append((task, ok, value))
-            self._dispatch.cost = self.stats.service_ewma
-        self._arena.recycle(free)
-        final: list[Outcome] = []
+                if task is None:
+                    continue
+                stats.account(task.enqueued, t0, t1, cpu, now, len(value) if ok and type(value) is ChunkResult else 1)
+                if ok:
+                    stats.count(self.name, task.item, True, value)
+                    final.append((task, True, value))
+                else:
+                    failed.append((task, value))
+            self._dispatch.cost = stats.service_ewma
+        if free:
+            self._arena.recycle(free)
         retry: list[Task] = []
-        for task, ok, value in answered:
-            if ok:
-                final.append((task, True, value))
-            elif self._policy.decide(task, value):
+        settle: list[Outcome] = []
+        for task, info in failed:  # outside the lock: a retry calls the job's on_retry hook
+            if self._policy.decide(task, info):
                 retry.append(task)
             else:
-                final.append((task, False, StageError.from_exc_info(self.name, value)))
+                settle.append((task, False, StageError.from_exc_info(self.name, info)))
         if retry:
             with self._lock:
                 self._dispatch.requeue(retry)
         self.pump()  # refill the worker before waking anyone: it works while we deliver
-        self._settle(final)
+        with deferred_pumps():
+            for task, _, value in final:  # counted above
+                self._deliver(task, True, value)
+            self._settle(settle)
 
     def on_exit(self, r: Replica) -> None:
         r.proc.join(timeout=STOP_GRACE)
@@ -388,7 +404,7 @@ class StagePool:
                 self._deliver(task, ok, value)
 
     def _deliver(self, task: Task, ok: bool, value: Any) -> None:
-        if isinstance(value, ItemError):
+        if not ok and isinstance(value, ItemError):
             value.index = task.index if value.index is None else value.index
             value.key = task.key if value.key is None else value.key
         try:

@@ -39,8 +39,15 @@ def deferred_pumps() -> Iterator[None]:
 
 def pump_soon(pool: Pumpable) -> None:
     """Pump now, or at the end of this thread's `deferred_pumps` block."""
+    if not defer(pool):
+        pool.pump()
+
+
+def defer(pool: Pumpable) -> bool:
+    """Note ``pool`` for the end of this thread's `deferred_pumps` block; False outside one
+    (the caller pumps now, which lets a submit pump under the lock it already holds)."""
     pools = getattr(_local, "pools", None)
     if pools is None:
-        pool.pump()
-    else:
-        pools[id(pool)] = pool
+        return False
+    pools[id(pool)] = pool
+    return True
