@@ -44,3 +44,14 @@ def faulty_clean(path: str) -> list[dict[str, str]]:
 
 
 faulty_clean_graph = pp.stage(faulty_clean, replicas=2)
+
+
+def faulty_mission(task: dict) -> dict:
+    import tasks  # the example, from its folder
+
+    if task["id"] == os.environ.get("KILL_RUN_ON") and _once("kill"):
+        kill_the_run()
+    return tasks.mission.fn(task)
+
+
+faulty_mission_graph = pp.stage(faulty_mission, replicas=2)
