@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, print_table  # noqa: E402
+from _common import machine_line, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 EX, HAND = ROOT / "examples", ROOT / "benchmarks" / "handrolled"
@@ -80,7 +80,7 @@ def batch_rows(scale: int) -> list[list[object]]:
                       "c.csv", "--journal", "c.db"], d, "file_cleaning")  # fmt: skip
         hand = sh([str(HAND / "clean_pool.py"), "data"], d)
         rows += [row("file cleaning", "parapipe", pp_wall, [EX / "file_cleaning/clean.py"], SURVIVES["parapipe"]),
-                 row("file cleaning", "Pool + writer", hand, [HAND / "clean_pool.py"], SURVIVES["by hand"])]  # fmt: skip
+                 row("file cleaning", "Pool + writer", hand, [HAND / "clean_pool.py"], SURVIVES["by hand"])]
 
         (d / "tasks.jsonl").write_text(subprocess.check_output([sys.executable, str(EX / "task_pool/make_tasks.py"),
                                                                 str(100 * scale)], text=True))  # fmt: skip
@@ -118,7 +118,7 @@ def server_rows(count: int) -> list[list[object]]:
         hand = sh([str(HAND / "server_queues.py"), str(count)], Path(tmp))
     survives = "server restart: journaled jobs answered after it; a dead worker: item retried"
     return [row("inference server", "parapipe serve", pp_wall, [EX / "inference_server/server.py"], survives),
-            row("inference server", "queues, no HTTP", hand, [HAND / "server_queues.py"], SURVIVES["by hand"])]  # fmt: skip
+            row("inference server", "queues, no HTTP", hand, [HAND / "server_queues.py"], SURVIVES["by hand"])]
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 COLUMNS = ["agent_id", "customer_id", "is_agent", "message"]
 SYSTEM = ["我通过了好友请求,现在你俩可以开始聊天了", "不支持此消息,请在手机上查看", "微信红包"]
-WORDS = "hello thanks order refund delivery price tomorrow please address invoice".split()
+WORDS = ["hello", "thanks", "order", "refund", "delivery", "price", "tomorrow", "please", "address", "invoice"]
 
 
 def rows(rng: random.Random, n: int) -> list[list[str]]:

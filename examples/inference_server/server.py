@@ -37,7 +37,8 @@ class Model(pp.Stage):
     def process_batch(self, items: list[np.ndarray]) -> list[dict[str, Any]]:
         scores = np.stack(items) @ self.weights
         labels = scores.argmax(axis=1)
-        return [{"label": int(k), "score": float(s[k]), "batch": len(items)} for k, s in zip(labels, scores)]
+        pairs = zip(labels, scores, strict=True)
+        return [{"label": int(k), "score": float(s[k]), "batch": len(items)} for k, s in pairs]
 
 
 graph = pp.Pipeline(preprocess, Model())

@@ -63,7 +63,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed, sink=args.sink,
     )  # fmt: skip
     counts = run_job(opts)
-    print(f"{counts['results']} results, {counts['errors']} errors, {counts['skipped']} already in {args.out or args.sink}")
+    into = args.out or args.sink
+    print(f"{counts['results']} results, {counts['errors']} errors, {counts['skipped']} already in {into}")
     return 1 if counts["errors"] else 0
 
 

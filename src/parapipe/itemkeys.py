@@ -33,7 +33,9 @@ class ItemKeys:
         return_exceptions: with ``pair``, a failure becomes ``(name, error)`` instead of raising.
     """
 
-    def __init__(self, key: Callable[[Any], Any] | Iterable[Any] | None, *, pair: bool, return_exceptions: bool) -> None:
+    def __init__(
+        self, key: Callable[[Any], Any] | Iterable[Any] | None, *, pair: bool, return_exceptions: bool
+    ) -> None:
         self._key_fn = key if callable(key) else None
         self._keys = iter(key) if key is not None and not callable(key) else None
         self._pair = pair

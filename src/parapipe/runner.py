@@ -133,7 +133,7 @@ def run(
     if len(names) != len(items):
         raise pp.ConfigError(f"run got {len(items)} items but {len(names)} keys")
     return _run_pairs(
-        graph, list(zip(names, items)), out=out, sink=sink, journal=journal, namespace=namespace,
+        graph, list(zip(names, items, strict=True)), out=out, sink=sink, journal=journal, namespace=namespace,
         retry_failed=retry_failed, progress=progress, start_method=start_method,
     )  # fmt: skip
 
@@ -163,7 +163,8 @@ def _run_pairs(
                 [item for _, item in todo], key=[k for k, _ in todo], journal=journal, namespace=namespace,
                 retry_failed=retry_failed, return_exceptions=True, progress=progress, ordered=False, with_keys=True,
             )  # fmt: skip
-            with contextlib.closing(outcomes):  # the journal's last writes land before the engine stops
+            with contextlib.ExitStack() as stack:  # closed first: the journal writes land before the engine stops
+                stack.callback(getattr(outcomes, "close", lambda: None))
                 for key, outcome in outcomes:
                     target.write(key, outcome)
                     counts["errors" if isinstance(outcome, pp.ItemError) else "results"] += 1

@@ -20,7 +20,7 @@ import csv
 import io
 import json
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -105,7 +105,8 @@ class JsonlSink:
         return self._written
 
     def write(self, key: str, outcome: Any) -> None:
-        record = {"key": key, "error": outcome.to_dict()} if isinstance(outcome, ItemError) else {"key": key, "result": outcome}  # fmt: skip
+        failed = isinstance(outcome, ItemError)
+        record = {"key": key, "error": outcome.to_dict()} if failed else {"key": key, "result": outcome}
         self._file.write(json.dumps(record, default=jsonable) + "\n")
         self._file.flush()
 

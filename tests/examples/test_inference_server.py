@@ -19,8 +19,8 @@ def test_the_client_gets_sync_answers_and_batched_async_jobs(tmp_path):
     server = service.start_server("server:graph", tmp_path, "--start-method", "fork",
                                   env=example_env("inference_server"))  # fmt: skip
     try:
-        done = subprocess.run([sys.executable, str(EXAMPLES / "inference_server" / "client.py"), server.url],
-                              env=example_env("inference_server"), capture_output=True, text=True, timeout=120)  # fmt: skip
+        client = [sys.executable, str(EXAMPLES / "inference_server" / "client.py"), server.url]
+        done = subprocess.run(client, env=example_env("inference_server"), capture_output=True, text=True, timeout=120)
     finally:
         server.stop()
     assert done.returncode == 0, done.stderr + server.log_text()
