@@ -26,6 +26,7 @@ from .errors import (
     WorkerStartupError,
 )
 from .graph import Parallel, Pipeline
+from .sinks import Sink
 from .stage import Stage, stage
 
 __version__ = "0.1.0"
@@ -43,6 +44,7 @@ __all__ = [
     "ParapipeError",
     "Pipeline",
     "ResultLost",
+    "Sink",
     "Stage",
     "StageError",
     "StageFailed",
@@ -52,11 +54,13 @@ __all__ = [
     "WorkerDied",
     "WorkerStartupError",
     "current",
+    "run",
     "stage",
 ]
 
-_LAZY = {"AsyncClient": "parapipe.service.client", "Client": "parapipe.service.client"}
-"""Names whose modules need an optional extra (httpx for the clients): imported on first use."""
+_LAZY = {"AsyncClient": "parapipe.service.client", "Client": "parapipe.service.client", "run": "parapipe.runner"}
+"""Names imported on first use: the clients' modules need an optional extra (httpx), and the
+runner imports ``parapipe`` itself."""
 
 for _name in __all__:
     # Tracebacks and reprs show the public path (parapipe.StageError), not the private module.

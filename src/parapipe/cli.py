@@ -60,10 +60,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         graph=load_cli_graph(args.graph), inputs=args.inputs, out=args.out, journal=args.journal,
         items_file=args.items, glob=args.glob, key_field=args.key_field, replicas=args.replicas,
         start_method=args.start_method, namespace=args.namespace, progress=args.progress,
-        retry_failed=args.retry_failed,
+        retry_failed=args.retry_failed, sink=args.sink,
     )  # fmt: skip
     counts = run_job(opts)
-    print(f"{counts['results']} results, {counts['errors']} errors, {counts['skipped']} already in {args.out}")
+    into = args.out or args.sink
+    print(f"{counts['results']} results, {counts['errors']} errors, {counts['skipped']} already in {into}")
     return 1 if counts["errors"] else 0
 
 
@@ -150,7 +151,8 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a graph over files, directories or an item file; resumable")
     run.add_argument("graph", help="MODULE:GRAPH")
     run.add_argument("inputs", nargs="*", help="files or directories (searched recursively)")
-    run.add_argument("--out", required=True, help="JSON lines output, one line per item")
+    run.add_argument("--out", help="output file, one record per item: .jsonl, .csv or .parquet (needs pyarrow)")
+    run.add_argument("--sink", help="MODULE:NAME of your own sink class or write(key, outcome) function")
     run.add_argument("--journal", help="SQLite journal: rerunning the same command resumes")
     run.add_argument("--items", help="a .txt, .csv or .jsonl file of items")
     run.add_argument("--glob", default="*", help="file pattern inside directories (default: *)")

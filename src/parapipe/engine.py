@@ -24,6 +24,7 @@ from . import autotune, transport
 from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
 from .errors import ConfigError, EngineClosed
 from .graph import Node, as_graph, map_stages, stages
+from .itemkeys import ItemKeys
 from .journal import JobStore
 from .mapper import MapWindow, Submit, chunk_size, window_size
 from .pools import PoolSet
@@ -218,6 +219,7 @@ class Engine:
         namespace: str = "default",
         retry_failed: bool = False,
         run: str | None = None,
+        with_keys: bool = False,
     ) -> Iterator[Any]:
         """Stream items through the graph with a bounded number in flight.
 
@@ -232,20 +234,25 @@ class Engine:
                 stored results (and the stored errors of failed items).
             key: names each item in the journal: a function of the item, or a sequence of keys
                 aligned with ``items``. Default: the item's position; pass e.g. file paths so that
-                a changed order still resumes correctly.
+                a changed order still resumes correctly. Works without a journal too: each
+                `ItemError` then carries its item's key.
             namespace: journal namespace, so several different maps can share one file.
             retry_failed: run the journal's failed items again instead of answering their error.
             run: the old name of ``namespace``; deprecated.
+            with_keys: yield ``(key, result)`` pairs, the key being the item's ``key=`` (a
+                ``str``) or its position (an ``int``); with ``return_exceptions`` a failure is
+                ``(key, ItemError)``. Use it with ``ordered=False`` to know which item each
+                result belongs to.
         """
         if run is not None:
             warnings.warn("map(run=...) is deprecated; use map(namespace=...)", DeprecationWarning, stacklevel=2)
             namespace = run
         total = len(items) if hasattr(items, "__len__") else None  # type: ignore[arg-type]
-        if journal is None and not progress:
+        if journal is None and not progress and key is None and not with_keys:
             # The fast path: units are lists, flattened at C speed (no generator hop per item).
             window = self._map_window(self._submit_indexed, ordered, return_exceptions, max_inflight, total)
             return itertools.chain.from_iterable(window.units(iter(items)))
-        managed = (ordered, progress, return_exceptions, max_inflight, journal, key, namespace, retry_failed)
+        managed = (ordered, progress, return_exceptions, max_inflight, journal, key, namespace, retry_failed, with_keys)
         return self._map_managed(iter(items), total, *managed)
 
     def _map_managed(
@@ -260,18 +267,27 @@ class Engine:
         key: Keys,
         namespace: str,
         retry_failed: bool,
+        with_keys: bool,
     ) -> Iterator[Any]:
-        """``map`` with a progress bar and/or a journal, both closed when the iteration ends
-        (after the window, which cancels what is still in flight)."""
+        """``map`` with a progress bar, a journal and/or named items, closed when the iteration
+        ends (after the window, which cancels what is still in flight)."""
         with contextlib.ExitStack() as stack:
             submit: Submit = self._submit_indexed
+            names = None
+            if key is not None or with_keys:
+                names = ItemKeys(key, pair=with_keys, return_exceptions=return_exceptions)
+                items = names.feed(items)
+                key = names.journal_keys()
             if journal is not None:
                 journaled = journaled_map(
                     items, self._submit_job, journal, namespace=namespace, key=key, retry_failed=retry_failed
                 )
                 items, submit = stack.enter_context(journaled)
+            if names is not None:
+                submit = names.submit(submit)
+            chunked = journal is None and names is None
             bar = stack.enter_context(progress_bar(progress, total))
-            window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, journal is None, bar)
+            window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, chunked, bar)
             units = window.units(items)
             stack.callback(units.close)
             for unit in units:

@@ -1,18 +1,19 @@
 """``parapipe run``: a graph over a folder, a file list or an item file, resumable, exactly once.
 
-Every item's outcome is one JSON line in the output file: ``{"key", "result"}`` or
-``{"key", "error"}``. Exactly once holds across crashes because two records agree: the journal
-knows which items are done (and keeps their results), and the output file is read back at start
-so a key already written is never written again; a line cut short by a kill is dropped.
+Every item's outcome goes to a sink (`parapipe.sinks`): a JSON lines, CSV or Parquet file
+chosen by ``--out``'s extension, or the user's own ``--sink``. Exactly once holds across crashes
+because two records agree: the journal knows which items are done (and keeps their results), and
+the sink says which keys it already holds, so a key already written is never written again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,19 +22,20 @@ import parapipe as pp
 
 from .engine import StartMethod
 from .graph import Node, map_stages
+from .sinks import open_sink, written_keys
 
-__all__ = ["RunOptions", "discover_items", "run_job"]
+__all__ = ["RunOptions", "discover_items", "run", "run_job"]
 
 
 @dataclass(frozen=True)
 class RunOptions:
     """One ``parapipe run``; ``replicas`` overrides every stage's own, ``namespace`` picks the
-    journal's run, and ``retry_failed`` re-runs the items that failed before instead of keeping
-    their errors."""
+    journal's run, ``retry_failed`` re-runs the items that failed before instead of keeping
+    their errors, and ``sink`` (``MODULE:NAME``) replaces the file sink ``out`` would pick."""
 
     graph: Node
     inputs: Sequence[str]
-    out: str
+    out: str | None
     journal: str | None = None
     items_file: str | None = None
     glob: str = "*"
@@ -43,6 +45,7 @@ class RunOptions:
     namespace: str = "default"
     progress: bool = False
     retry_failed: bool = False
+    sink: str | None = None
 
 
 def discover_items(inputs: Sequence[str], glob: str = "*") -> list[tuple[str, Any]]:
@@ -86,55 +89,85 @@ def run_job(opts: RunOptions) -> dict[str, int]:
     if opts.replicas:
         graph = map_stages(pp.Pipeline(graph) if not isinstance(graph, (pp.Pipeline, pp.Parallel)) else graph,
                            lambda s: s.options(replicas=opts.replicas))  # fmt: skip
-    written = _existing_keys(opts.out, drop_errors=opts.retry_failed)
-    todo = [(k, item) for k, item in pairs if k not in written]
-    counts = {"results": 0, "errors": 0, "skipped": len(pairs) - len(todo)}
-    with pp.Engine(graph, start_method=opts.start_method) as engine, open(opts.out, "a", encoding="utf-8") as out:
-        outcomes = engine.map(
-            [item for _, item in todo], journal=opts.journal, key=[k for k, _ in todo], namespace=opts.namespace,
-            retry_failed=opts.retry_failed, return_exceptions=True, progress=opts.progress,
-        )  # fmt: skip
-        for (key, _), outcome in zip(todo, outcomes, strict=True):
-            out.write(_line(key, outcome) + "\n")
-            out.flush()
-            counts["errors" if isinstance(outcome, pp.ItemError) else "results"] += 1
+    return _run_pairs(
+        graph, pairs, out=opts.out, sink=opts.sink, journal=opts.journal, namespace=opts.namespace,
+        retry_failed=opts.retry_failed, progress=opts.progress, start_method=opts.start_method,
+    )  # fmt: skip
+
+
+def run(
+    graph: Node | Any,
+    items: Iterable[Any],
+    *,
+    key: Callable[[Any], Any] | Iterable[Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    sink: Any = None,
+    journal: str | os.PathLike[str] | None = None,
+    namespace: str = "default",
+    retry_failed: bool = False,
+    progress: bool | str = False,
+    start_method: StartMethod = "spawn",
+) -> dict[str, int]:
+    """``parapipe run`` from Python: run ``graph`` over ``items`` and write each outcome to a
+    sink once, however often the run is killed and started again.
+
+    Args:
+        key: names each item (a function of it, or keys aligned with ``items``); default: its
+            position. Keys must be stable across reruns: they are what resume matches on.
+        out: the output file; its extension picks the sink (.jsonl, .csv, .parquet).
+        sink: a `Sink` object or class, a ``write(key, outcome)`` function, or ``"MODULE:NAME"``
+            naming one (see docs/sinks.md); a class is made with ``out``.
+        journal: a SQLite file: a rerun skips done items and writes their stored results.
+        namespace, retry_failed, progress, start_method: as for ``Engine.map`` and ``Engine``.
+
+    Returns:
+        ``{"results", "errors", "skipped"}``: outcomes written now, and keys the sink already had.
+    """
+    items = list(items)
+    if key is None:
+        names = [str(i) for i in range(len(items))]
+    elif callable(key):
+        names = [str(key(item)) for item in items]
+    else:
+        names = [str(k) for k in key]
+    if len(names) != len(items):
+        raise pp.ConfigError(f"run got {len(items)} items but {len(names)} keys")
+    return _run_pairs(
+        graph, list(zip(names, items, strict=True)), out=out, sink=sink, journal=journal, namespace=namespace,
+        retry_failed=retry_failed, progress=progress, start_method=start_method,
+    )  # fmt: skip
+
+
+def _run_pairs(
+    graph: Any,
+    pairs: list[tuple[str, Any]],
+    *,
+    out: str | os.PathLike[str] | None,
+    sink: Any,
+    journal: str | os.PathLike[str] | None,
+    namespace: str,
+    retry_failed: bool,
+    progress: bool | str,
+    start_method: StartMethod,
+) -> dict[str, int]:
+    """The one writer: outcomes come back as they finish, each key not already in the sink is
+    written once, and the sink is closed however the run ends (Ctrl-C included)."""
+    ledger = f"{os.fspath(journal)}.{namespace}.keys" if out is None and journal is not None else None
+    target = open_sink(out, sink, retry_failed=retry_failed, ledger=ledger)
+    try:
+        written = written_keys(target)
+        todo = [(k, item) for k, item in pairs if k not in written]
+        counts = {"results": 0, "errors": 0, "skipped": len(pairs) - len(todo)}
+        with pp.Engine(graph, start_method=start_method) as engine:
+            outcomes = engine.map(
+                [item for _, item in todo], key=[k for k, _ in todo], journal=journal, namespace=namespace,
+                retry_failed=retry_failed, return_exceptions=True, progress=progress, ordered=False, with_keys=True,
+            )  # fmt: skip
+            with contextlib.ExitStack() as stack:  # closed first: the journal writes land before the engine stops
+                stack.callback(getattr(outcomes, "close", lambda: None))
+                for key, outcome in outcomes:
+                    target.write(key, outcome)
+                    counts["errors" if isinstance(outcome, pp.ItemError) else "results"] += 1
+    finally:
+        target.close()
     return counts
-
-
-def _line(key: str, outcome: Any) -> str:
-    if isinstance(outcome, pp.ItemError):
-        return json.dumps({"key": key, "error": outcome.to_dict()}, default=_jsonable)
-    return json.dumps({"key": key, "result": outcome}, default=_jsonable)
-
-
-def _jsonable(value: Any) -> Any:
-    """numpy scalars and arrays, sets, paths and bytes in results become plain JSON."""
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    if isinstance(value, bytes):
-        return value.hex()
-    return str(value)
-
-
-def _existing_keys(out: str, *, drop_errors: bool) -> set[str]:
-    """Keys already in the output; a torn last line (killed mid-write) is cut off first."""
-    if not os.path.exists(out):
-        return set()
-    with open(out, "rb") as f:
-        data = f.read()
-    complete = data[: data.rfind(b"\n") + 1]
-    lines = [json.loads(line) for line in complete.splitlines() if line.strip()]
-    if drop_errors:
-        lines = [line for line in lines if "error" not in line]
-    if len(complete) != len(data) or drop_errors:
-        _rewrite(out, lines)
-    return {line["key"] for line in lines}
-
-
-def _rewrite(out: str, lines: list[dict[str, Any]]) -> None:
-    tmp = f"{out}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(json.dumps(line) + "\n" for line in lines)
-    os.replace(tmp, out)

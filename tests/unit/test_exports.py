@@ -20,6 +20,7 @@ PUBLIC = {
     "ParapipeError",
     "Pipeline",
     "ResultLost",
+    "Sink",
     "Stage",
     "StageError",
     "StageFailed",
@@ -29,6 +30,7 @@ PUBLIC = {
     "WorkerDied",
     "WorkerStartupError",
     "current",
+    "run",
     "stage",
 }
 
