@@ -77,6 +77,14 @@ def test_429s_and_restarts_become_marks_at_their_sample() -> None:
     assert len(history.view()["marks"]) == 2  # unchanged totals add no mark
 
 
+def test_a_restart_before_the_stage_first_shows_is_marked_too() -> None:
+    history, service, _ = _history()
+    history.sample()  # the engine is still starting: no stages yet
+    service.set("a", done=0, busy=0.0, restarts=1)
+    history.sample()
+    assert [m["kind"] for m in history.view()["marks"]] == ["restart"]
+
+
 def test_only_the_window_is_kept_and_since_returns_what_is_new() -> None:
     history, service, clock = _history(window=5.0)
     service.set("a", done=0, busy=0.0)

@@ -87,8 +87,9 @@ class History:
     ) -> dict[str, Any]:
         busy, done, restarts = counters
         before = self._last_stage.get(name)
-        if before is not None and restarts > before[2]:
-            self._marks.append({"t": now, "kind": "restart", "stage": name, "count": restarts - before[2]})
+        restarted = restarts - (before[2] if before is not None else 0)  # counted from 0 at engine start
+        if restarted > 0:
+            self._marks.append({"t": now, "kind": "restart", "stage": name, "count": restarted})
         rate = share = None
         if before is not None and dt:
             rate = round(max(0, done - before[1]) / dt, 3)
