@@ -128,3 +128,17 @@ def test_ten_minutes_of_samples_fit_the_buffer(interval: float) -> None:
         clock.now += interval
     samples = history.view()["samples"]
     assert samples[-1]["t"] - samples[0]["t"] == pytest.approx(600 - interval)
+
+
+@pytest.mark.parametrize("path", ["/v1/history", "/v1/graph"])
+def test_the_dashboard_data_needs_the_api_key_like_the_rest_of_v1(path: str) -> None:
+    from fastapi.testclient import TestClient
+
+    from parapipe.service import ServiceConfig, create_app
+
+    from ._graphs import echo
+
+    app = create_app(echo, ServiceConfig(api_keys=("k1",), journal_path=":memory:"))
+    client = TestClient(app)  # no lifespan: the key is checked before the service is asked
+    assert client.get(path).status_code == 401
+    assert client.get("/v1/graph", headers={"Authorization": "Bearer k1"}).json() == {"shape": {"stage": "echo"}}
