@@ -1,22 +1,41 @@
-"""Helpers shared by the benchmark scripts: markdown tables, machine facts and a CPU meter.
+"""Helpers shared by the benchmark scripts: markdown tables, their figures, machine facts and a CPU meter.
 
 Every table a benchmark prints says how many cores it saw, because every number in it depends
 on that. `CpuMeter` measures one timed section: wall seconds, CPU seconds of this process plus
 the worker processes named, and the CPU that *other* processes on the machine used meanwhile,
 so a table taken on a busy machine says so.
+
+Each script's `Figure` says how its table is drawn; ``--plot PATH`` writes the figure of the
+table just measured, and ``--plot-from PAGE --plot PATH`` draws the table published in a page of
+docs/benchmarks/ without measuring anything (matplotlib, from the ``bench`` extra).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
+import re
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psutil
 
-__all__ = ["CpuMeter", "blas_info", "cores_seen", "machine_line", "markdown_table", "print_table"]
+__all__ = [
+    "CpuMeter",
+    "Figure",
+    "add_plot_options",
+    "blas_info",
+    "cores_seen",
+    "machine_line",
+    "markdown_table",
+    "plot_page",
+    "plot_table",
+    "print_table",
+]
 
 
 def cores_seen() -> int:
@@ -49,6 +68,120 @@ def print_table(
         print(note)
     print()
     print(markdown_table(headers, rows))
+
+
+@dataclass(frozen=True)
+class Figure:
+    """How one benchmark table is drawn: one panel per column in ``values``.
+
+    Without ``x``, each row is a horizontal bar named by its ``label`` columns, in table order,
+    parapipe's rows in colour. With ``x``, each distinct ``label`` is a line over the ``x``
+    column's values (taken as categories, in table order). Rows whose label or x is in ``drop``
+    and cells that are not numbers are left out.
+    """
+
+    title: str
+    label: tuple[str, ...]
+    values: tuple[str, ...]
+    x: str | None = None
+    log: bool = False
+    drop: tuple[str, ...] = ()
+
+
+def add_plot_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--plot", type=Path, metavar="PATH", help="also draw the table to PATH (.svg or .png)")
+    parser.add_argument("--plot-from", type=Path, metavar="PAGE",
+                        help="measure nothing: draw the table published in PAGE to --plot")  # fmt: skip
+
+
+def plot_page(figure: Figure, page: Path, path: Path | None) -> int:
+    """Draw the first table in a markdown page that has every column the figure needs."""
+    if path is None:
+        raise SystemExit("--plot-from needs --plot PATH: where to write the figure")
+    needed = {*figure.label, *figure.values, *([figure.x] if figure.x else [])}
+    for headers, rows in _markdown_tables(page.read_text(encoding="utf-8")):
+        if needed <= set(headers):
+            plot_table(figure, headers, rows, path)
+            return 0
+    raise SystemExit(f"{page} has no table with the columns {sorted(needed)}")
+
+
+def plot_table(figure: Figure, headers: Sequence[str], rows: Iterable[Sequence[Any]], path: Path) -> None:
+    """Write the figure of one table to ``path``; the format follows its suffix."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "parapipe", "font.size": 9})
+    col = {h: i for i, h in enumerate(headers)}
+    table = [[_cell(v).strip() for v in row] for row in rows]
+    table = [r for r in table if not {r[col[c]] for c in (*figure.label, figure.x) if c} & set(figure.drop)]
+    panels = len(figure.values)
+    names = [" · ".join(r[col[c]] for c in figure.label) for r in table]
+    size = (3.2 * panels + 3.2, 0.32 * len(table) + 1.1) if figure.x is None else (4.2 * panels, 3.6)
+    fig, axes = plt.subplots(1, panels, figsize=size, squeeze=False, layout="constrained")
+    for ax, value in zip(axes[0], figure.values, strict=True):
+        numbers = [_number(r[col[value]]) for r in table]
+        if figure.x is None:
+            _bars(ax, names, numbers, first=ax is axes[0][0])
+        else:
+            _lines(ax, names, [r[col[figure.x]] for r in table], numbers)
+            ax.set_xlabel(figure.x)
+        ax.set_title(value, fontsize=9)
+        if figure.log:
+            ax.set_xscale("log") if figure.x is None else ax.set_yscale("log")
+        ax.spines[["top", "right"]].set_visible(False)
+    if figure.x is not None:
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8, frameon=False)
+    fig.suptitle(figure.title, fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, metadata={"Date": None} if path.suffix == ".svg" else None, dpi=120)
+    plt.close(fig)
+
+
+def _bars(ax: Any, names: list[str], numbers: list[float | None], *, first: bool) -> None:
+    shown = [(n, v) for n, v in zip(names, numbers, strict=True) if v is not None]
+    ys = range(len(shown))
+    colours = ["#2563eb" if "parapipe" in n else "#98a2b3" for n, _ in shown]
+    ax.barh(list(ys), [v for _, v in shown], color=colours)
+    ax.set_yticks(list(ys), [n for n, _ in shown] if first else [""] * len(shown))
+    ax.invert_yaxis()
+    for y, (_, v) in zip(ys, shown, strict=True):
+        ax.annotate(f"{v:,.6g}", (v, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+
+
+def _lines(ax: Any, names: list[str], xs: list[str], numbers: list[float | None]) -> None:
+    categories = list(dict.fromkeys(xs))
+    for name in dict.fromkeys(names):
+        rows = zip(names, xs, numbers, strict=True)
+        points = [(categories.index(x), v) for n, x, v in rows if n == name and v is not None]
+        if points:
+            style = "-" if "parapipe" in name else "--"
+            ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", markersize=3, label=name)
+    ax.set_xticks(range(len(categories)), categories)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.replace(",", "").rstrip("x%"))
+    except ValueError:
+        return None
+
+
+def _markdown_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every pipe table in a markdown text: its headers and its rows of cell texts."""
+    tables: list[tuple[list[str], list[list[str]]]] = []
+    block: list[list[str]] = []
+    for line in [*text.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+            continue
+        if len(block) > 2 and re.fullmatch(r"[\s:|-]+", "|".join(block[1])):
+            tables.append((block[0], block[2:]))
+        block = []
+    return tables
 
 
 def blas_info() -> str:

@@ -25,7 +25,7 @@ import numpy as np
 import parapipe as pp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import cores_seen, machine_line, print_table
+from _common import Figure, add_plot_options, cores_seen, machine_line, plot_page, plot_table, print_table
 
 WIDTH, DEPTH = 64, 48
 
@@ -164,12 +164,20 @@ def _record(latencies: list[float], lock: threading.Lock, sent: float) -> None:
         latencies.append(done - sent)
 
 
+FIGURE = Figure("dynamic batching on vs off as the offered load grows", ("batching",), ("achieved req/s", "p99 ms"),
+                 x="offered req/s", log=True, drop=("mean batch size",))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batch-wait", type=float, default=0.005)
+    add_plot_options(parser)
     args = parser.parse_args()
+    if args.plot_from:
+        plot_page(FIGURE, args.plot_from, args.plot)
+        return
     a, b = cost_model()
     rates: list[float | None] = [200, 1000, 3000, None]
     rows = []
@@ -205,8 +213,11 @@ def main() -> None:
     ray_max = next((row[5]["rps"] for row in ray_rows if row[1] == "max"), None)
     if ray_max:
         notes.append(f"parapipe batching vs ray serve.batch at max load: {on_max / ray_max:.1f}x the throughput")
+    headers = ["batching", "offered req/s", "achieved req/s", "p50 ms", "p99 ms"]
+    if args.plot:
+        plot_table(FIGURE, headers, rows, args.plot)
     print_table(
-        ["batching", "offered req/s", "achieved req/s", "p50 ms", "p99 ms"],
+        headers,
         rows,
         title=f"batching: {DEPTH}-layer {WIDTH}-wide MLP, one replica, one thread",
         notes=notes,

@@ -26,9 +26,10 @@ import multiprocessing as mp
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from _common import CpuMeter, blas_info, machine_line, print_table
+from _common import CpuMeter, Figure, add_plot_options, blas_info, machine_line, plot_page, plot_table, print_table
 
 import parapipe as pp
 
@@ -183,7 +184,7 @@ def _median_round(runs: list[Outcome]) -> Outcome:
     return sorted(runs, key=lambda o: o.meter.wall)[(len(runs) - 1) // 2]
 
 
-def report(outcomes: list[Outcome], items: int, repeat: int) -> None:
+def report(outcomes: list[Outcome], items: int, repeat: int, plot: Path | None = None) -> None:
     base = outcomes[0].meter.wall
     headers = ["variant", "workers", "wall s", "speedup vs (a)", "CPU util", "other load", "start-up s"]
     rows = [
@@ -205,6 +206,11 @@ def report(outcomes: list[Outcome], items: int, repeat: int) -> None:
         title=f"CPU budgets: three models, {items} items, median of {repeat} interleaved rounds",
         notes=[machine_line(), blas_info(), f"models (width x width x layers on rows): {shapes}"],
     )
+    if plot:
+        plot_table(FIGURE, headers, rows, plot)
+
+
+FIGURE = Figure("three CPU-heavy models: wall seconds (lower is better)", ("variant",), ("wall s",))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=40, help="items per variant and round (default 40)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all four variants (default 3)")
     parser.add_argument("--quick", action="store_true", help="12 items, one round: a smoke run, not a measurement")
+    add_plot_options(parser)
     args = parser.parse_args(argv)
+    if args.plot_from:
+        return plot_page(FIGURE, args.plot_from, args.plot)
     n, repeat = (12, 1) if args.quick else (args.items, args.repeat)
     items = list(range(n))
     warmup = list(range(1000, 1004))
@@ -233,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"round {rounds}/{repeat}: ({label}) ...", file=sys.stderr, flush=True)
             runs[label].append(run())
             check_same([runs["a"][0], runs[label][-1]])
-    report([_median_round(v) for v in runs.values()], n, rounds)
+    report([_median_round(v) for v in runs.values()], n, rounds, args.plot)
     return 0
 
 

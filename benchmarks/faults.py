@@ -24,6 +24,8 @@ import tempfile
 import time
 from typing import Any
 
+from _common import Figure, add_plot_options, plot_page, plot_table
+
 import parapipe as pp
 
 CRASHERS = (100, 300, 500, 700, 900)
@@ -87,16 +89,26 @@ def _score(items: list[tuple[int, str]], out: list[Any]) -> dict[str, Any]:
     return {"correct": correct, "errors": len(errors), "precise": precise}
 
 
+FIGURE = Figure("items, some of which kill their worker: correct results returned", ("scenario", "system"),
+                 ("correct results",))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
+    add_plot_options(parser)
     args = parser.parse_args()
+    if args.plot_from:
+        plot_page(FIGURE, args.plot_from, args.plot)
+        return
     logging.getLogger("parapipe").setLevel(logging.ERROR)  # the expected restarts would flood the table
     print(f"# faults: {args.items} items, {len(CRASHERS)} of them kill their worker, "
           f"{args.workers} workers, {len(os.sched_getaffinity(0))} cores seen\n")
-    print("| scenario | system | correct results | errors | precise WorkerDied errors | wall s |")
+    headers = ["scenario", "system", "correct results", "errors", "precise WorkerDied errors", "wall s"]
+    print("| " + " | ".join(headers) + " |")
     print("|---|---|---:|---:|---:|---:|")
+    table = []
     systems = [("parapipe", run_parapipe), ("ProcessPoolExecutor", run_executor), ("multiprocessing.Pool", run_pool)]
     for scenario in ("transient", "poison"):
         for label, fn in systems:
@@ -106,8 +118,10 @@ def main() -> None:
                 t0 = time.perf_counter()
                 r = fn(items, args.workers)
                 wall = time.perf_counter() - t0
-            row = f"| {scenario} | {label} | {r['correct']} | {r['errors']} | {r['precise']} | {wall:.1f} |"
-            print(row, flush=True)
+            table.append([scenario, label, r["correct"], r["errors"], r["precise"], f"{wall:.1f}"])
+            print("| " + " | ".join(map(str, table[-1])) + " |", flush=True)
+    if args.plot:
+        plot_table(FIGURE, headers, table, args.plot)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _common import Figure, add_plot_options, plot_page, plot_table
+
 import parapipe as pp
 
 
@@ -133,12 +135,20 @@ def _systems(workers: int) -> list[tuple[str, Callable[[int, int, int], dict[str
     return systems
 
 
+FIGURE = Figure("the cost of one no-op call (round trip: lower is better; submits/s: higher)",
+                 ("system",), ("round trip p50 µs", "submits/s"))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--calls", type=int, default=2_000)
+    add_plot_options(parser)
     args = parser.parse_args()
+    if args.plot_from:
+        plot_page(FIGURE, args.plot_from, args.plot)
+        return
     cores = len(os.sched_getaffinity(0))
     print(
         f"# overhead: no-op task, {args.workers} workers, {cores} cores seen, "
@@ -150,13 +160,15 @@ def main() -> None:
         rows.append((label, r))
         print(f"  measured {label}", flush=True)
     base = dict(rows)["multiprocessing.Pool"]
-    print("\n| system | round trip p50 µs | p99 µs | submits/s | map items/s | map vs Pool.map |")
+    headers = ["system", "round trip p50 µs", "p99 µs", "submits/s", "map items/s", "map vs Pool.map"]
+    table = [[label, f"{r['p50']:.0f}", f"{r['p99']:.0f}", f"{r['submits']:,.0f}", f"{r['map']:,.0f}",
+              f"{r['map'] / base['map']:.2f}x"] for label, r in rows]  # fmt: skip
+    print("\n| " + " | ".join(headers) + " |")
     print("|---|---:|---:|---:|---:|---:|")
-    for label, r in rows:
-        print(
-            f"| {label} | {r['p50']:.0f} | {r['p99']:.0f} | {r['submits']:,.0f} | {r['map']:,.0f} "
-            f"| {r['map'] / base['map']:.2f}x |"
-        )
+    for cells in table:
+        print("| " + " | ".join(cells) + " |")
+    if args.plot:
+        plot_table(FIGURE, headers, table, args.plot)
 
 
 if __name__ == "__main__":

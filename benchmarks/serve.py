@@ -358,7 +358,10 @@ def run_baseline(fd: int) -> None:
 
 
 def main() -> None:
-    from _common import machine_line, print_table
+    from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
+
+    figure = Figure("the HTTP service under concurrent clients", ("system",), ("req/s", "p99 ms"), x="clients",
+                    log=True)  # fmt: skip
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
@@ -368,15 +371,22 @@ def main() -> None:
     parser.add_argument("--speech-seconds", type=float, default=20.0, help="measured seconds per speech row")
     parser.add_argument("--batch-clients", type=int, default=300, help="concurrent clients of the batching rows")
     parser.add_argument("--batch-seconds", type=float, default=10.0, help="measured seconds per batching row (0: skip)")
+    add_plot_options(parser)
     args = parser.parse_args()
+    if args.plot_from:
+        plot_page(figure, args.plot_from, args.plot)
+        return
     if args.baseline:
         run_baseline(args.fd)
         return
     rows = [[*r, ""] for r in bench_noop(args.clients, args.seconds) + bench_speech(args.clients, args.speech_seconds)]
     if args.batch_seconds > 0:
         rows += bench_batching(args.batch_clients, args.batch_seconds)
+    headers = ["system", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors", "429", "mean batch"]
+    if args.plot:
+        plot_table(figure, headers, rows, args.plot)
     print_table(
-        ["system", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors", "429", "mean batch"],
+        headers,
         rows,
         title="HTTP service under concurrent clients",
         notes=[machine_line(), f"workers per system: {WORKERS}; clients run in one asyncio process on the same cores"],

@@ -53,7 +53,17 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import CpuMeter, cores_seen, machine_line, markdown_table, print_table
+from _common import (
+    CpuMeter,
+    Figure,
+    add_plot_options,
+    cores_seen,
+    machine_line,
+    markdown_table,
+    plot_page,
+    plot_table,
+    print_table,
+)
 
 from parapipe.worker.spawn import environment
 
@@ -634,6 +644,9 @@ VARIANTS: dict[str, str] = {
 LONE_EXTRA = {"L": 'parapipe, cpus="auto", mode="latency"', "P": "parapipe, defaults: Engine(analysis_graph())"}
 
 
+FIGURE = Figure("the speech corpus, models warm: wall seconds (lower is better)", ("variant",), ("wall s",))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=None, help="files per variant (default: all 27 speech files; "
@@ -643,7 +656,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lone", type=int, default=6, help="files timed alone for the lone-file section (default 6)")
     parser.add_argument("--quick", action="store_true", help="6 files, one round, 2 lone files: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the raw measurements to this file")
+    add_plot_options(parser)
     args = parser.parse_args(argv)
+    if args.plot_from:
+        return plot_page(FIGURE, args.plot_from, args.plot)
     n_files, rounds, n_lone = (6, 1, 2) if args.quick else (args.files, args.rounds, args.lone)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="parapipe-speech-") as tmp:
@@ -656,7 +672,7 @@ def main(argv: list[str] | None = None) -> int:
         lone_files = tests[:: max(1, len(tests) // max(1, n_lone))][:n_lone]
         warm = files[:3]
         report = run_all(Path(tmp), files, lone_files, warm, enrolled, max(1, min(rounds, len(files))))
-    print_report(report, files, by_path, lone_files, time.monotonic() - started)
+    print_report(report, files, by_path, lone_files, time.monotonic() - started, args.plot)
     if args.json:
         args.json.write_text(json.dumps(_raw(report), indent=1) + "\n")
     return 0
@@ -755,7 +771,7 @@ def _shape(variant: str, host: Host) -> str:
 
 
 def print_report(rep: dict[str, Any], files: list[str], labels: dict[str, dict[str, Any]], lone_files: list[str],
-                 elapsed: float) -> None:
+                 elapsed: float, plot: Path | None = None) -> None:
     hosts, host_of, totals = rep["hosts"], rep["host_of"], rep["totals"]
     cores = cores_seen()
     base = totals["a"].wall
@@ -786,6 +802,8 @@ def print_report(rep: dict[str, Any], files: list[str], labels: dict[str, dict[s
                   "/".join(f"{x:.1f}" for x in round_limits), "-", f"{limit_cpu:.1f}", "100%", "-",
                   f"{base / limit:.2f}x", "-"])
     best = min((v for v in VARIANTS if v != "f"), key=lambda v: totals[v].wall)
+    if plot:
+        plot_table(FIGURE, headers, table, plot)
     print_table(headers, table, title="Throughput: the whole corpus, models loaded and warm", notes=[
         "single-thread CPU s per stage, whole corpus, (a1): " + ", ".join(f"{k} {v:.1f}" for k, v in single.items()),
         "CPU s per stage with library-default threads, (a): "

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import numpy as np
+from _common import Figure, add_plot_options, plot_page, plot_table
 
 from parapipe.transport import SegmentArena, decode, encode, release, segment_names
 
@@ -117,16 +118,25 @@ def bench_segment_fill(arr: np.ndarray, repeat: int) -> dict[str, float]:
     return {"fresh segment": statistics.median(fresh), "reused segment": statistics.median(reuse)}
 
 
+FIGURE = Figure("a large array echoed through a child: MB/s (higher is better)", ("mode",), ("median MB/s",))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=15)
+    add_plot_options(parser)
     args = parser.parse_args()
+    if args.plot_from:
+        plot_page(FIGURE, args.plot_from, args.plot)
+        return
+    echoes = []
     arr = np.random.default_rng(0).random(args.mib * (1 << 20) // 4, dtype=np.float32)
     print(f"echo of a {args.mib} MiB float32 array, {args.repeat} round trips")
     for mode in ("pipe-pickle", "shm"):
         times = bench_echo(mode, arr, args.repeat)
         med, best = statistics.median(times), min(times)
+        echoes.append([mode, f"{arr.nbytes / med / 1e6:.0f}"])
         print(
             f"  {mode:12s} median {med * 1e3:7.1f} ms  {arr.nbytes / med / 1e6:7.0f} MB/s"
             f"   (best {best * 1e3:.1f} ms, {arr.nbytes / best / 1e6:.0f} MB/s)"
@@ -134,6 +144,8 @@ def main() -> None:
     print("small dict, us per call:")
     for name, micros in bench_small().items():
         print(f"  {name:13s} {micros:6.2f}")
+    if args.plot:
+        plot_table(FIGURE, ["mode", "median MB/s"], echoes, args.plot)
     print(f"filling a segment with {args.mib} MiB, ms (median):")
     for name, seconds in bench_segment_fill(arr, args.repeat).items():
         print(f"  {name:15s} {seconds * 1e3:6.1f}")

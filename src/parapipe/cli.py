@@ -14,6 +14,8 @@ from typing import Any
 import parapipe as pp
 
 from ._apps import load_cli_graph
+from .graph import graph_shape
+from .plantree import format_tree
 
 __all__ = ["main"]
 
@@ -24,6 +26,8 @@ _START_METHOD_HELP = "how worker processes start (default: spawn, the one safe w
 def _cmd_plan(args: argparse.Namespace) -> int:
     graph = load_cli_graph(args.graph)
     with pp.Engine(graph, start_method=args.start_method) as engine:
+        print(format_tree(graph_shape(engine.graph), engine.workers()))
+        print()
         print(engine.plan())
     return 0
 
@@ -143,7 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    plan = sub.add_parser("plan", help="start a graph's workers and print the CPU plan")
+    plan = sub.add_parser("plan", help="start a graph's workers and print the graph as a tree and the CPU plan")
     plan.add_argument("graph", help="MODULE:GRAPH, e.g. myapp.graphs:pipeline")
     plan.add_argument("--start-method", default="spawn", choices=_START_METHODS, help=_START_METHOD_HELP)
     plan.set_defaults(func=_cmd_plan)

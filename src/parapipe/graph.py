@@ -18,6 +18,7 @@ __all__ = [
     "Parallel",
     "Pipeline",
     "as_graph",
+    "graph_shape",
     "iter_stages",
     "latency_tree",
     "load_graph",
@@ -108,6 +109,17 @@ def latency_tree(node: Node) -> tuple[Any, ...]:
     if isinstance(node, Pipeline):
         return ("seq", [latency_tree(s) for s in node.steps])
     return ("par", [latency_tree(b) for b in node.branches.values()])
+
+
+def graph_shape(node: Node) -> dict[str, Any]:
+    """The graph as JSON-ready data, for pictures of it (the dashboard, ``parapipe plan``):
+    ``{"stage": name}``, ``{"pipeline": [steps]}`` or ``{"parallel": {branch: shape}}``.
+    Give it a named graph (`as_graph`) so the names match the engine's stats."""
+    if isinstance(node, Stage):
+        return {"stage": node.stage_name}
+    if isinstance(node, Pipeline):
+        return {"pipeline": [graph_shape(s) for s in node.steps]}
+    return {"parallel": {name: graph_shape(b) for name, b in node.branches.items()}}
 
 
 def as_graph(node: Any) -> Node:

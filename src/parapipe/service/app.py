@@ -13,7 +13,7 @@ import math
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import FastAPI, Request, WebSocket
+from fastapi import FastAPI, Request, Security, WebSocket
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -21,10 +21,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import ParapipeError
 from .config import ServiceConfig
+from .dashboard import panels
 from .errors import SERVICE_STAGE, ServiceError, error_body, error_status
+from .history import History
 from .metrics import registry_for
 from .payloads import BodyLimit
-from .routes import api, public
+from .routes import api, authorize, public
 from .runtime import Service
 from .security import WWW_AUTHENTICATE, OriginGuard
 from .session import accept
@@ -49,12 +51,16 @@ def create_app(graph: Any, config: ServiceConfig | None = None) -> FastAPI:
 def app_for(service: Service) -> FastAPI:
     """The FastAPI app around an existing `Service` (for `serve`, which keeps a handle on it)."""
 
+    history = History(service)
+
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await service.open()
+        history.start()
         try:
             yield
         finally:
+            await history.stop()
             await service.close()
 
     app = FastAPI(
@@ -65,8 +71,10 @@ def app_for(service: Service) -> FastAPI:
     )
     app.state.service = service
     app.state.metrics = registry_for(service)
+    app.state.history = history
     app.include_router(public)
     app.include_router(api)
+    app.include_router(panels, dependencies=[Security(authorize)])
     app.add_api_websocket_route("/v1/stream", _stream)
     _add_error_handlers(app)
     _add_middleware(app, service.config)
