@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import machine_line, print_table
+from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 EX, HAND = ROOT / "examples", ROOT / "benchmarks" / "handrolled"
@@ -121,13 +121,23 @@ def server_rows(count: int) -> list[list[object]]:
             row("inference server", "queues, no HTTP", hand, [HAND / "server_queues.py"], SURVIVES["by hand"])]
 
 
+FIGURE = Figure("the four example systems against hand-rolled multiprocessing", ("system", "version"),
+                 ("wall s", "lines of code"))  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=int, default=1, help="data size multiplier (1: 24 images, 100 files)")
+    add_plot_options(parser)
     args = parser.parse_args()
+    if args.plot_from:
+        plot_page(FIGURE, args.plot_from, args.plot)
+        return
     rows = batch_rows(args.scale) + server_rows(300 * args.scale)
-    print_table(["system", "version", "wall s", "lines of code", "what survives a crash"], rows,
-                title="examples vs hand-rolled multiprocessing", notes=[machine_line()])  # fmt: skip
+    headers = ["system", "version", "wall s", "lines of code", "what survives a crash"]
+    print_table(headers, rows, title="examples vs hand-rolled multiprocessing", notes=[machine_line()])
+    if args.plot:
+        plot_table(FIGURE, headers, rows, args.plot)
 
 
 if __name__ == "__main__":

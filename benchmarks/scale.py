@@ -33,7 +33,7 @@ import psutil
 import parapipe as pp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_line, print_table
+from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
 
 MIB = 2**20
 
@@ -202,12 +202,20 @@ def stage_rows(counts: list[int], calls: int) -> list[tuple[Any, ...]]:
     return rows
 
 
+FIGURE = Figure("round trip of one no-op item through N stages (µs, lower is better)", (),
+                 ("parapipe round trip µs", "Pool chain µs"), x="stages")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute, not several")
     parser.add_argument("--items", type=int, default=None, help="items of the memory table")
     parser.add_argument("--workers", type=int, default=2)
+    add_plot_options(parser)
     args = parser.parse_args()
+    if args.plot_from:
+        plot_page(FIGURE, args.plot_from, args.plot)
+        return
     quick = args.quick
     items = args.items or (200_000 if quick else 1_000_000)
     notes = [machine_line()]
@@ -231,11 +239,13 @@ def main() -> None:
         title="worker start: creating the engine or Pool until the worker's setup runs (median)",
     )
     print()
+    stages = stage_rows([1, 2, 4, 8, 16], 300 if quick else 1000)
+    headers = ["stages", "parapipe round trip µs", "per stage µs", "Pool chain µs", "Pool per stage µs"]
     print_table(
-        ["stages", "parapipe round trip µs", "per stage µs", "Pool chain µs", "Pool per stage µs"],
-        stage_rows([1, 2, 4, 8, 16], 300 if quick else 1000),
-        title="round trip of one no-op item through N stages (p50); Pool: N apply() calls in a row",
+        headers, stages, title="round trip of one no-op item through N stages (p50); Pool: N apply() calls in a row"
     )
+    if args.plot:
+        plot_table(FIGURE, headers, stages, args.plot)
 
 
 if __name__ == "__main__":
