@@ -16,7 +16,7 @@ def read(path):
         from openpyxl import load_workbook
 
         header, *rows = load_workbook(path, read_only=True).active.iter_rows(values_only=True)
-        return [{h: "" if v is None else str(v) for h, v in zip(header, row)} for row in rows]
+        return [{h: "" if v is None else str(v) for h, v in zip(header, row, strict=False)} for row in rows]
     with open(path, newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 

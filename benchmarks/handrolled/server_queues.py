@@ -44,7 +44,7 @@ def model(batchq, resultq):
     weights = np.random.default_rng(0).standard_normal((FEATURES, 3)).astype(np.float32)  # loaded in the child
     while (batch := batchq.get()) is not None:
         scores = np.stack([v for _, v in batch]) @ weights
-        for (rid, _), s in zip(batch, scores):
+        for (rid, _), s in zip(batch, scores, strict=True):
             resultq.put((rid, {"label": int(s.argmax()), "score": float(s.max()), "batch": len(batch)}))
 
 

@@ -34,9 +34,10 @@ def mission(task):
 
 if __name__ == "__main__":
     conn = db()
-    for line in open(sys.argv[1]):
-        task = json.loads(line)
-        conn.execute("insert or ignore into task values (?, ?, 'PENDING')", (task["id"], line))
+    with open(sys.argv[1]) as lines:
+        for line in lines:
+            task = json.loads(line)
+            conn.execute("insert or ignore into task values (?, ?, 'PENDING')", (task["id"], line))
     todo = [json.loads(b) for (b,) in conn.execute("select body from task where status in ('PENDING', 'DOING')")]
     with Pool(4) as pool:
         pool.map(mission, todo)
