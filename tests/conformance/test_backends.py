@@ -157,7 +157,9 @@ def test_setup_failure_fails_the_start(backend):
         engine(S.BadSetup(), backend).start()
 
 
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)], indirect=True)
 def test_stage_whose_replacements_cannot_start_fails(backend, tmp_path):
+    """On Ray, five fresh actors start and fail in a row (~40 s on a loaded 2-core machine)."""
     with engine(S.SetupOnce(str(tmp_path / "loaded")), backend) as e:
         os.kill(e.run(0, timeout=TIMEOUT), signal.SIGKILL)
         with pytest.raises(pp.StageFailed, match="failed to start"):
