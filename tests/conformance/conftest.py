@@ -18,16 +18,18 @@ BACKENDS = ["local", "ray"]
 def ray_session():
     ray = pytest.importorskip("ray")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a test cluster on loopback needs no token
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
 
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    """The backend name; for "ray", the session's Ray instance is up (engines join it)."""
+    """The backend name; for "ray", the session's Ray instance is up (engines join it). It is
+    started again if a multi-node test shut it down to run its own cluster."""
     if request.param == "ray":
-        request.getfixturevalue("ray_session")
+        ray = request.getfixturevalue("ray_session")
+        if not ray.is_initialized():
+            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     return request.param
 
 
