@@ -47,9 +47,8 @@ class DieOnce(pp.Stage):
 
 
 def env_probe(name: str) -> dict[str, Any]:
-    from threadpoolctl import threadpool_info
-
     import numpy  # noqa: F401 - loads OpenBLAS so its pool is reported
+    from threadpoolctl import threadpool_info
 
     return {
         "value": os.environ.get(name),
@@ -232,3 +231,14 @@ def test_missing_ray_is_a_config_error_with_the_install_line(monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(pp.ConfigError, match=r"pip install \"parapipe\[ray\]\""):
         pp.Engine(S.square, backend="ray")
+
+
+@pytest.mark.parametrize("command", [["plan", "m:g"], ["run", "m:g", "--out", "o"], ["serve", "m:g"]])
+def test_cli_backend_options_become_the_engine_defaults(monkeypatch, command):
+    from parapipe.cli import _parser
+    from parapipe.ray import apply_backend_arguments
+
+    monkeypatch.delenv("PARAPIPE_BACKEND", raising=False)
+    monkeypatch.delenv("PARAPIPE_RAY_ADDRESS", raising=False)
+    apply_backend_arguments(_parser().parse_args([*command, "--backend", "ray", "--ray-address", "auto"]))
+    assert os.environ["PARAPIPE_BACKEND"] == "ray" and os.environ["PARAPIPE_RAY_ADDRESS"] == "auto"

@@ -114,4 +114,3 @@ def claim_cores(threads: int) -> tuple[int, ...]:
     if not chosen:
         log.info("pid %d: fewer than %d free cores on this host; running unpinned", mine, threads)
     return chosen
-
