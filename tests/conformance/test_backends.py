@@ -242,3 +242,23 @@ def test_cli_backend_options_become_the_engine_defaults(monkeypatch, command):
     monkeypatch.delenv("PARAPIPE_RAY_ADDRESS", raising=False)
     apply_backend_arguments(_parser().parse_args([*command, "--backend", "ray", "--ray-address", "auto"]))
     assert os.environ["PARAPIPE_BACKEND"] == "ray" and os.environ["PARAPIPE_RAY_ADDRESS"] == "auto"
+
+
+def test_a_stage_defined_in_the_driver_script_runs_on_ray(ray_session, tmp_path):
+    """An actor does not import the driver's __main__ (a spawned local worker does): the stage
+    must travel by value."""
+    if not ray_session.is_initialized():
+        ray_session.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import parapipe as pp\n\n"
+        "def double(x):\n    return 2 * x\n\n"
+        "if __name__ == '__main__':\n"
+        "    with pp.Engine(pp.stage(double), backend='ray') as e:\n"
+        "        print(list(e.map(range(4))))\n"
+    )
+    env = {**os.environ, "PARAPIPE_RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "src"), ROOT, env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[0, 2, 4, 6]"

@@ -155,6 +155,9 @@ class RayStagePool(StagePool):
         log_level: int | None = None,
     ) -> None:
         super().__init__(stage, budgets, mp_context=mp_context, retries=retries, log_level=log_level)
+        self._stage_bytes = ray.cloudpickle.dumps(stage)
+        """By value where pickle goes by reference to ``__main__``: an actor does not import the
+        driver's script (a spawned local worker does, as ``__mp_main__``)."""
         self._actors: dict[int, Any] = {}
         """The live actor of each replica index; Ray restarts it in place after a crash."""
 
