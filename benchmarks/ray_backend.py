@@ -18,9 +18,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import machine_line, print_table  # noqa: E402
+from _common import machine_line, print_table
 
-import parapipe as pp  # noqa: E402
+import parapipe as pp
 
 
 def noop(x: Any) -> Any:
