@@ -158,6 +158,8 @@ class RayStagePool(StagePool):
         self._stage_bytes = ray.cloudpickle.dumps(stage)
         """By value where pickle goes by reference to ``__main__``: an actor does not import the
         driver's script (a spawned local worker does, as ``__mp_main__``)."""
+        if stage.max_memory is not None or stage.max_items_per_worker is not None:
+            log.warning("stage %r: max_memory and max_items_per_worker are not applied on Ray (docs/ray.md)", self.name)
         self._actors: dict[int, Any] = {}
         """The live actor of each replica index; Ray restarts it in place after a crash."""
 
