@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from typing import Any
 
 import psutil
@@ -44,6 +45,28 @@ class DieOnce(pp.Stage):
             open(self.marker, "w").close()
             os.kill(os.getpid(), signal.SIGKILL)
         return item
+
+
+class TagDone(pp.Stage):
+    """Signals the test through a FIFO when it reaches the item it names, then holds there.
+
+    The FIFO and the item are read from the environment in the *driver*, when the CLI imports
+    this module, and travel with the stage: a Ray actor's environment is the cluster's, not
+    the driver's."""
+
+    def __init__(self) -> None:
+        self.fifo = os.environ.get("PARAPIPE_TEST_FIFO")
+        self.at = os.environ.get("PARAPIPE_TEST_SIGNAL_AT")
+
+    def process(self, item: str) -> str:
+        if self.fifo and item == self.at:
+            with open(self.fifo, "w") as f:
+                f.write("reached\n")
+            threading.Event().wait()  # hold here until the test kills the driver
+        return f"{item}-done"
+
+
+signal_graph = pp.Pipeline(TagDone())
 
 
 def env_probe(name: str) -> dict[str, Any]:
@@ -193,7 +216,7 @@ def test_journal_resume_after_a_driver_sigkill(backend, tmp_path):
     items.write_text("".join(f"k-{i:03d}\n" for i in range(200)))
     out, db, fifo = tmp_path / "out.jsonl", tmp_path / "run.db", tmp_path / "fifo"
     os.mkfifo(fifo)
-    cmd = [sys.executable, "-m", "parapipe.cli", "run", "tests.integration._stages:signal_graph",
+    cmd = [sys.executable, "-m", "parapipe.cli", "run", "tests.conformance.test_backends:signal_graph",
            "--items", str(items), "--out", str(out), "--journal", str(db)]  # fmt: skip
     env = {**os.environ, "PARAPIPE_TEST_FIFO": str(fifo), "PARAPIPE_TEST_SIGNAL_AT": "k-100"}
     env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "src"), ROOT, env.get("PYTHONPATH", "")])
