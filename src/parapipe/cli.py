@@ -16,6 +16,7 @@ import parapipe as pp
 from ._apps import load_cli_graph
 from .graph import graph_shape
 from .plantree import format_tree
+from .ray import add_backend_arguments, apply_backend_arguments
 
 __all__ = ["main"]
 
@@ -150,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     plan = sub.add_parser("plan", help="start a graph's workers and print the graph as a tree and the CPU plan")
     plan.add_argument("graph", help="MODULE:GRAPH, e.g. myapp.graphs:pipeline")
     plan.add_argument("--start-method", default="spawn", choices=_START_METHODS, help=_START_METHOD_HELP)
+    add_backend_arguments(plan)
     plan.set_defaults(func=_cmd_plan)
 
     run = sub.add_parser("run", help="run a graph over files, directories or an item file; resumable")
@@ -165,6 +167,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_renamed(run, "--workers", "--replicas", type=int)
     run.add_argument("--namespace", default="default", help="journal namespace (default: default)")
     run.add_argument("--start-method", default="spawn", choices=_START_METHODS, help=_START_METHOD_HELP)
+    add_backend_arguments(run)
     run.add_argument("--progress", action="store_true", help="show a progress bar")
     run.add_argument("--retry-failed", action="store_true",
                      help="re-run the items that failed before (by default they keep their error)")  # fmt: skip
@@ -192,6 +195,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    apply_backend_arguments(args)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return int(args.func(args))

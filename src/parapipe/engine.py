@@ -18,7 +18,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import autotune, transport
 from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
@@ -33,12 +33,16 @@ from .recovery import Keys, journaled_map
 from .resources import format_plan, usable_cores
 from .scheduler import Job, compile_graph
 
+if TYPE_CHECKING:
+    from .ray.cluster import RayConnection
+
 __all__ = ["Engine"]
 
 log = logging.getLogger("parapipe")
 
 StartMethod = Literal["spawn", "forkserver", "fork"]
 Mode = Literal["throughput", "latency"]
+Backend = Literal["local", "ray"]
 
 _open_engines: weakref.WeakSet[Engine] = weakref.WeakSet()
 
@@ -56,6 +60,11 @@ class Engine:
         cores: the cores to plan on; default: those this process may use (affinity, cgroups).
         startup_timeout: seconds each worker has to finish ``setup()``.
         retries: attempts after a worker death before an item fails with `WorkerDied`.
+        backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (one Ray actor per
+            replica, see docs/ray.md); default ``$PARAPIPE_BACKEND``, else ``"local"``.
+        ray_address: for ``"ray"``: None joins the Ray of this process or starts a local one,
+            ``"auto"`` a running cluster, ``"ray://host:10001"`` Ray Client; default
+            ``$PARAPIPE_RAY_ADDRESS``.
     """
 
     def __init__(
@@ -69,6 +78,8 @@ class Engine:
         cores: Iterable[int] | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
+        backend: Backend | None = None,
+        ray_address: str | None = None,
     ) -> None:
         if cpus not in (None, "auto"):
             raise ConfigError(f"Engine cpus must be None or 'auto', got {cpus!r}; set per-stage cpus on the stages")
@@ -84,8 +95,20 @@ class Engine:
             self.graph = map_stages(self.graph, lambda s: by_name[s.stage_name])
         self.mode: Mode = mode
         self._warmup = list(warmup) if warmup is not None else None
-        self._cores = tuple(cores) if cores is not None else usable_cores()
-        self._pools = PoolSet(
+        chosen = backend or os.environ.get("PARAPIPE_BACKEND") or "local"
+        if chosen not in ("local", "ray"):
+            raise ConfigError(f"backend must be 'local' or 'ray' (also in $PARAPIPE_BACKEND), got {chosen!r}")
+        pool_set: type[PoolSet] = PoolSet
+        self._ray: RayConnection | None = None
+        if chosen == "ray":
+            from . import ray as ray_backend
+
+            pool_set, connect = ray_backend.load()
+            self._ray = connect(ray_address or os.environ.get("PARAPIPE_RAY_ADDRESS") or None)
+        self.backend: Backend = "ray" if chosen == "ray" else "local"
+        default_cores = self._ray.cores if self._ray is not None else None
+        self._cores = tuple(cores) if cores is not None else default_cores or usable_cores()
+        self._pools = pool_set(
             self._stages,
             mp_context=multiprocessing.get_context(start_method),
             retries=retries,
@@ -122,6 +145,7 @@ class Engine:
                 self._autotune()
         except BaseException:
             self._pools.close()
+            self._release_backend()
             self._state = "closed"
             raise
         self._state = "running"
@@ -137,6 +161,7 @@ class Engine:
         with self._lock:
             if self._state in ("closed", "new"):
                 self._state = "closed"
+                self._release_backend()
                 return
             self._state = "closing"
             if not cancel:
@@ -146,9 +171,14 @@ class Engine:
             job.cancel()
         self._pools.close()
         transport.sweep(os.getpid())
+        self._release_backend()
         with self._lock:
             self._state = "closed"
         _open_engines.discard(self)
+
+    def _release_backend(self) -> None:
+        if self._ray is not None:
+            self._ray.release()
 
     def _autotune(self) -> None:
         """Measure the stages on the warm-up items, re-plan, restart pools whose budget changed."""

@@ -35,6 +35,7 @@ _OPTION_NAMES = (
     "batch_size",
     "batch_wait",
     "batch_fallback",
+    "runtime_env",
 )
 
 
@@ -83,6 +84,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
     "batch_wait": (lambda v: _is_number(v) and 0 <= v < math.inf, "a number of seconds >= 0"),
     "batch_fallback": (lambda v: isinstance(v, bool), "True or False"),
+    "runtime_env": (lambda v: v is None or isinstance(v, dict), "a dict (a Ray runtime env) or None"),
 }
 
 
@@ -125,6 +127,8 @@ class Stage:
         batch_wait: the most seconds (>= 0) a batch waits to fill, from its first item's arrival.
         batch_fallback: when ``process_batch`` raises, retry the batch's items one by one so only
             the bad item fails (else every item of the batch gets the error).
+        runtime_env: on the Ray backend, this stage's own Ray runtime env (``{"pip": [...]}``,
+            ``{"env_vars": {...}}``, ...); ignored by the local backend. See docs/ray.md.
     """
 
     name: str | None = None
@@ -139,6 +143,7 @@ class Stage:
     batch_size: int | float = 8
     batch_wait: float = 0.01
     batch_fallback: bool = False
+    runtime_env: dict[str, Any] | None = None
 
     def setup(self) -> None:
         """Load the model. Runs once per worker, after the CPU budget is applied."""

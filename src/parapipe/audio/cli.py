@@ -11,6 +11,8 @@ from typing import Any
 
 import parapipe as pp
 
+from ..ray import add_backend_arguments
+
 __all__ = ["register"]
 
 
@@ -31,6 +33,7 @@ def register(sub: Any) -> None:
     analyze.add_argument("--plan", choices=["throughput", "latency", "auto"], default=None,
                          help="CPU plan (default: latency for one file, else throughput; auto measures)")  # fmt: skip
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_backend_arguments(analyze)
     analyze.set_defaults(func=_analyze)
 
     enroll = cmds.add_parser("enroll", help="add recordings of a person to the voice registry")

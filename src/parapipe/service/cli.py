@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .._apps import GRAPH_ALIASES, load_cli_graph
+from ..ray import add_backend_arguments, apply_backend_arguments
 from .config import (
     API_KEYS_ENV,
     DEFAULT_DRAIN_TIMEOUT,
@@ -68,6 +69,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cors-origin", action="append", default=[], dest="cors_origins", metavar="ORIGIN")
     parser.add_argument("--allowed-host", action="append", default=None, dest="allowed_hosts", metavar="HOST")
     parser.add_argument("--start-method", default="spawn", choices=["spawn", "forkserver", "fork"])
+    add_backend_arguments(parser)
     parser.add_argument("--fd", type=int, default=None, help="serve on this inherited listening socket instead")
     parser.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     parser.set_defaults(func=run_from_args)
@@ -77,6 +79,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     """Run the server from parsed options until it is stopped; returns the exit status."""
     from .server import serve
 
+    apply_backend_arguments(args)
     config = ServiceConfig.from_args(args)
     serve(load_cli_graph(args.graph), config, args.host, args.port, fd=args.fd, log_level=args.log_level)
     return 0

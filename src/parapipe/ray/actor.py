@@ -1,0 +1,116 @@
+"""One replica of a stage as a Ray actor: the remote side of `RayReplica`.
+
+It does what a local worker process does (`parapipe.worker.child`), in the same order: the
+thread caps are already in the process environment (Ray starts the actor's worker process with
+the ``env_vars`` of its runtime env, before any import), the actor pins itself to cores of its
+node that no other parapipe actor holds, and only then is the stage unpickled and ``setup()``
+run. Items are handled by the same functions as locally (`worker.execute`), so user errors come
+back as the same data; large arrays in arguments and results travel through Ray's object store,
+not parapipe's shared memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+import psutil
+
+from ..worker import protocol
+from ..worker.child import WorkerBoot, _build, _describe
+from ..worker.execute import run_batch, run_one
+
+__all__ = ["ReplicaActor", "claim_cores"]
+
+log = logging.getLogger("parapipe")
+
+_CLAIMS = os.path.join(tempfile.gettempdir(), "parapipe-ray-cores.json")
+"""One file per host: which cores each live parapipe actor process holds (pid -> cores)."""
+
+
+def _as_is(value: Any) -> Any:
+    """Results go back as they are: Ray moves large buffers through its object store."""
+    return value
+
+
+class ReplicaActor:
+    """The stage, built once per actor process (again after Ray restarts the process).
+
+    A ``setup()`` that raises does not fail the actor's constructor: Ray would then report only
+    "actor died", and restart it in a loop. The error is kept and `describe` hands it to the
+    pool, which stops the actor and applies parapipe's start-up backoff.
+    """
+
+    def __init__(self, boot: WorkerBoot) -> None:
+        logging.basicConfig(level=boot.log_level)
+        self._failure: protocol.ExcInfo | None = None
+        self._stage: Any = None
+        import ray
+
+        gpus = tuple(int(g) for g in ray.get_gpu_ids())  # Ray chose them and set CUDA_VISIBLE_DEVICES
+        self._boot = WorkerBoot(
+            stage=boot.stage, replica=boot.replica, threads=boot.threads, cores=claim_cores(boot.threads),
+            stage_bytes=boot.stage_bytes, env=boot.env, gpus=gpus, log_level=boot.log_level,
+        )  # fmt: skip
+        try:
+            self._stage = _build(self._boot)
+        except BaseException as exc:  # reported by describe(), as a local worker's FAILED message
+            self._failure = protocol.ExcInfo.capture(exc)
+        self._retry_on = tuple(self._stage.retry_on) if self._stage is not None else ()
+
+    def describe(self) -> tuple[bool, Any]:
+        """(True, where and how this replica runs) or (False, why setup() failed)."""
+        if self._failure is not None:
+            return False, self._failure
+        import ray
+
+        info = _describe(self._boot)
+        ctx = ray.get_runtime_context()
+        info.update(node=ctx.get_node_id(), actor=ctx.get_actor_id(), ip=ray.util.get_node_ip_address())
+        return True, info
+
+    def run(self, kind: int, payload: list[tuple[int, Any]]) -> list[protocol.Result]:
+        if kind == protocol.BATCH:
+            return run_batch(self._stage, payload, self._retry_on, _as_is)
+        return [run_one(self._stage, tid, item, self._retry_on, _as_is) for tid, item in payload]
+
+    def stop(self) -> None:
+        """Run teardown() before the pool kills the actor (as a local worker does on STOP)."""
+        if self._stage is not None:
+            with contextlib.suppress(Exception):
+                self._stage.teardown()
+
+
+def claim_cores(threads: int) -> tuple[int, ...]:
+    """Cores of this host for this process alone, or () when fewer than ``threads`` are free.
+
+    Ray counts CPUs logically: it knows how many an actor asked for, not which. Actors of
+    several parapipe engines (and several Ray nodes on one host, as in tests) share one claims
+    file, so two actors are never pinned to the same core; entries of dead processes are
+    dropped. An actor that finds no free cores runs unpinned, capped by its thread budget only.
+    """
+    mine = os.getpid()
+    with open(_CLAIMS, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        f.seek(0)
+        try:
+            claims: dict[str, list[int]] = json.loads(f.read() or "{}")
+        except ValueError:  # a torn file from a killed writer: start over
+            claims = {}
+        claims = {pid: cores for pid, cores in claims.items() if psutil.pid_exists(int(pid)) and int(pid) != mine}
+        taken = {c for cores in claims.values() for c in cores}
+        free = [c for c in sorted(os.sched_getaffinity(0)) if c not in taken]
+        chosen = tuple(free[:threads]) if len(free) >= threads else ()
+        if chosen:
+            claims[str(mine)] = list(chosen)
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps(claims))
+    if not chosen:
+        log.info("pid %d: fewer than %d free cores on this host; running unpinned", mine, threads)
+    return chosen

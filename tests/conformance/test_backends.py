@@ -1,0 +1,287 @@
+"""The engine's promises, checked on every backend: a graph and its results do not depend on
+where its replicas run. Stages are module level so workers and actors can import them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from typing import Any
+
+import psutil
+import pytest
+
+import parapipe as pp
+from tests.integration import _stages as S
+
+TIMEOUT = 60
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class Rendezvous(pp.Stage):
+    """Opens a FIFO: the open returns only once another replica opened its other end, so both
+    were running at the same time (no sleep, no shared memory between hosts needed)."""
+
+    def __init__(self, path: str, mode: str, name: str, only: Any = None) -> None:
+        self.path, self.mode, self.name, self.only = path, mode, name, only
+
+    def process(self, item: Any) -> dict[str, Any]:
+        if self.only is None or item == self.only or (isinstance(item, dict) and item.get("item") == self.only):
+            open(self.path, self.mode).close()
+        return {"item": item, "stage": self.name, "pid": os.getpid()}
+
+
+class DieOnce(pp.Stage):
+    """SIGKILLs its own process the first time it sees an item (a marker file remembers it)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def process(self, item: Any) -> Any:
+        if not os.path.exists(self.marker):
+            open(self.marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return item
+
+
+class TagDone(pp.Stage):
+    """Signals the test through a FIFO when it reaches the item it names, then holds there.
+
+    The FIFO and the item are read from the environment in the *driver*, when the CLI imports
+    this module, and travel with the stage: a Ray actor's environment is the cluster's, not
+    the driver's."""
+
+    def __init__(self) -> None:
+        self.fifo = os.environ.get("PARAPIPE_TEST_FIFO")
+        self.at = os.environ.get("PARAPIPE_TEST_SIGNAL_AT")
+
+    def process(self, item: str) -> str:
+        if self.fifo and item == self.at:
+            with open(self.fifo, "w") as f:
+                f.write("reached\n")
+            threading.Event().wait()  # hold here until the test kills the driver
+        return f"{item}-done"
+
+
+signal_graph = pp.Pipeline(TagDone())
+
+
+def env_probe(name: str) -> dict[str, Any]:
+    import numpy  # noqa: F401 - loads OpenBLAS so its pool is reported
+    from threadpoolctl import threadpool_info
+
+    return {
+        "value": os.environ.get(name),
+        "omp": os.environ.get("OMP_NUM_THREADS"),
+        "blas": [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"],
+        "ctx_cpus": pp.current().cpus,
+    }
+
+
+def engine(graph: Any, backend: str, **kw: Any) -> pp.Engine:
+    return pp.Engine(graph, backend=backend, **kw)
+
+
+def test_setup_runs_once_per_replica(backend):
+    with engine(S.Recorder().options(replicas=2), backend) as e:
+        results = list(e.map(range(200)))
+        pids = {w["pid"] for w in e.workers()}
+    assert [r["item"] for r in results] == list(range(200))
+    assert {r["setups"] for r in results} == {1}
+    assert {r["pid"] for r in results} <= pids and len(pids) == 2
+
+
+def test_items_only_reach_their_own_stage(backend):
+    graph = pp.Pipeline(S.Recorder("a").options(name="a", replicas=2), S.pid_of)
+    with engine(graph, backend) as e:
+        by_stage: dict[str, set[int]] = {}
+        for w in e.workers():
+            by_stage.setdefault(w["stage"], set()).add(w["pid"])
+        pids = list(e.map(range(50)))
+    assert set(pids) <= by_stage["pid_of"] and not set(pids) & by_stage["a"]
+
+
+def test_parallel_branches_overlap_and_merge(backend, tmp_path):
+    fifo = str(tmp_path / "meet")
+    os.mkfifo(fifo)
+    graph = pp.Parallel(x=Rendezvous(fifo, "w", "x"), y=Rendezvous(fifo, "r", "y"))
+    with engine(graph, backend) as e:
+        out = e.run("item", timeout=TIMEOUT)
+    assert out["x"]["item"] == out["y"]["item"] == "item" and out["x"]["pid"] != out["y"]["pid"]
+
+
+def test_pipeline_overlaps_independent_items(backend, tmp_path):
+    """Stage a holds item 1 until stage b runs item 0: only possible if items are pipelined."""
+    fifo = str(tmp_path / "meet")
+    os.mkfifo(fifo)
+    graph = pp.Pipeline(Rendezvous(fifo, "w", "a", only=1), Rendezvous(fifo, "r", "b", only=0))
+    with engine(graph, backend) as e:
+        first, second = e.submit(0), e.submit(1)
+        assert first.result(TIMEOUT)["stage"] == second.result(TIMEOUT)["stage"] == "b"
+
+
+def test_user_error_is_stage_error_with_the_remote_traceback(backend):
+    with engine(pp.Pipeline(S.add_one, S.fail_on_three), backend) as e:
+        with pytest.raises(pp.StageError) as info:
+            e.run(2, timeout=TIMEOUT)
+        assert e.run(3, timeout=TIMEOUT) == 4
+    err = info.value
+    assert err.stage == "fail_on_three" and err.exc_type == "ValueError"
+    assert "three is not allowed" in str(err) and "fail_on_three" in err.traceback
+
+
+def test_map_window_order_progress_and_return_exceptions(backend):
+    with engine(S.fail_on_three, backend) as e:
+        out = list(e.map(range(8), return_exceptions=True, max_inflight=3, progress="items"))
+        unordered = sorted(e.map(range(20), ordered=False, return_exceptions=True), key=str)
+    assert out[:3] == [0, 1, 2] and out[4:] == [4, 5, 6, 7]
+    assert isinstance(out[3], pp.StageError) and out[3].index == 3
+    assert len(unordered) == 20
+
+
+def test_sigkill_mid_item_is_retried(backend, tmp_path):
+    with engine(DieOnce(str(tmp_path / "died")), backend) as e:
+        assert e.run("x", timeout=TIMEOUT) == "x"
+        assert e.run("y", timeout=TIMEOUT) == "y"
+        assert e.stats()["DieOnce"]["restarts"] == 1
+
+
+def test_poison_item_fails_alone_with_worker_died(backend):
+    with engine(pp.stage(S.kill_self, replicas=2), backend, retries=1) as e:
+        out = list(e.map(["a", "die", "b", "c"], return_exceptions=True))
+    assert out[0] == "a" and out[2:] == ["b", "c"]
+    assert isinstance(out[1], pp.WorkerDied) and out[1].attempts == 2
+
+
+def test_timeout_kills_and_restarts_the_replica(backend):
+    with engine(S.Hang(), backend) as e:
+        out = list(e.map(["a", "hang", "b"], return_exceptions=True))
+        assert e.run("c", timeout=TIMEOUT) == "c"
+        restarts = e.stats()["Hang"]["restarts"]
+    assert out[0] == "a" and out[2] == "b" and restarts == 1
+    assert isinstance(out[1], pp.TaskTimeout) and out[1].index == 1
+
+
+def test_batches_are_formed_in_the_driver(backend):
+    with engine(S.BatchProbe().options(batch_wait=0.5), backend) as e:
+        futures = [e.submit(i) for i in range(16)]
+        out = [f.result(TIMEOUT) for f in futures]
+        batches = e.stats()["BatchProbe"]["batches"]
+    assert [r["item"] for r in out] == list(range(16))
+    assert max(r["size"] for r in out) > 1 and batches["items"] == 16
+
+
+def test_setup_failure_fails_the_start(backend):
+    with pytest.raises(pp.WorkerStartupError, match="model file is missing"):
+        engine(S.BadSetup(), backend).start()
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("ray", marks=pytest.mark.slow)], indirect=True)
+def test_stage_whose_replacements_cannot_start_fails(backend, tmp_path):
+    """On Ray, five fresh actors start and fail in a row (~40 s on a loaded 2-core machine)."""
+    with engine(S.SetupOnce(str(tmp_path / "loaded")), backend) as e:
+        os.kill(e.run(0, timeout=TIMEOUT), signal.SIGKILL)
+        with pytest.raises(pp.StageFailed, match="failed to start"):
+            e.run(1, timeout=TIMEOUT)
+
+
+def test_thread_caps_and_the_stage_runtime_env_reach_the_replica(backend):
+    probe = pp.stage(env_probe, runtime_env={"env_vars": {"PARAPIPE_PROBE": "yes"}})
+    with engine(probe, backend) as e:
+        out = e.run("PARAPIPE_PROBE", timeout=TIMEOUT)
+    assert out["omp"] == "1" and set(out["blas"]) <= {1} and out["ctx_cpus"] == 1
+    assert out["value"] == ("yes" if backend == "ray" else None)  # the local backend has no runtime env
+
+
+def test_plan_and_workers_say_where_each_replica_runs(backend):
+    with engine(pp.stage(S.square, replicas=2), backend) as e:
+        rows = e.workers()
+        plan = e.plan()
+        e.run(3, timeout=TIMEOUT)
+        stats = e.stats()["square"]
+    assert len(rows) == 2 and all(r["pid"] and r["threads"] == 1 for r in rows)
+    assert all(str(r["pid"]) in plan for r in rows)
+    if backend == "ray":
+        assert all(r["node"] and r["actor"] for r in rows) and "node" in plan
+    assert stats["done"] == 1 and stats["latency_p50_s"] is not None
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_journal_resume_after_a_driver_sigkill(backend, tmp_path):
+    items = tmp_path / "items.txt"
+    items.write_text("".join(f"k-{i:03d}\n" for i in range(200)))
+    out, db, fifo = tmp_path / "out.jsonl", tmp_path / "run.db", tmp_path / "fifo"
+    os.mkfifo(fifo)
+    cmd = [sys.executable, "-m", "parapipe.cli", "run", "tests.conformance.test_backends:signal_graph",
+           "--items", str(items), "--out", str(out), "--journal", str(db)]  # fmt: skip
+    env = {**os.environ, "PARAPIPE_TEST_FIFO": str(fifo), "PARAPIPE_TEST_SIGNAL_AT": "k-100"}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "src"), ROOT, env.get("PYTHONPATH", "")])
+    if backend == "ray":
+        import ray
+
+        env.update(PARAPIPE_BACKEND="ray", PARAPIPE_RAY_ADDRESS=ray.get_runtime_context().gcs_address)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
+    with open(fifo) as f:
+        assert f.readline() == "reached\n"
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(60)
+    psutil.wait_procs(workers, timeout=10)
+    assert len(out.read_text().splitlines()) < 200
+
+    env.pop("PARAPIPE_TEST_FIFO")
+    subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=180)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    keys = [line["key"] for line in lines]
+    assert len(keys) == 200 and len(set(keys)) == 200
+    assert all(line["result"] == f"{line['key']}-done" for line in lines)
+
+
+def test_backend_from_the_environment_and_a_bad_name(monkeypatch):
+    monkeypatch.setenv("PARAPIPE_BACKEND", "spark")
+    with pytest.raises(pp.ConfigError, match="'local' or 'ray'"):
+        pp.Engine(S.square)
+
+
+def test_missing_ray_is_a_config_error_with_the_install_line(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
+    with pytest.raises(pp.ConfigError, match=r"pip install \"parapipe\[ray\]\""):
+        pp.Engine(S.square, backend="ray")
+
+
+@pytest.mark.parametrize("command", [["plan", "m:g"], ["run", "m:g", "--out", "o"], ["serve", "m:g"]])
+def test_cli_backend_options_become_the_engine_defaults(monkeypatch, command):
+    from parapipe.cli import _parser
+    from parapipe.ray import apply_backend_arguments
+
+    monkeypatch.delenv("PARAPIPE_BACKEND", raising=False)
+    monkeypatch.delenv("PARAPIPE_RAY_ADDRESS", raising=False)
+    apply_backend_arguments(_parser().parse_args([*command, "--backend", "ray", "--ray-address", "auto"]))
+    assert os.environ["PARAPIPE_BACKEND"] == "ray" and os.environ["PARAPIPE_RAY_ADDRESS"] == "auto"
+
+
+def test_a_stage_defined_in_the_driver_script_runs_on_ray(ray_session, tmp_path):
+    """An actor does not import the driver's __main__ (a spawned local worker does): the stage
+    must travel by value."""
+    if not ray_session.is_initialized():
+        ray_session.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import parapipe as pp\n\n"
+        "def double(x):\n    return 2 * x\n\n"
+        "if __name__ == '__main__':\n"
+        "    with pp.Engine(pp.stage(double), backend='ray') as e:\n"
+        "        print(list(e.map(range(4))))\n"
+    )
+    env = {**os.environ, "PARAPIPE_RAY_ADDRESS": ray_session.get_runtime_context().gcs_address}
+    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "src"), ROOT, env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[0, 2, 4, 6]"

@@ -1,0 +1,57 @@
+"""A real multi-node Ray cluster on this machine: a head and two worker nodes, each its own
+raylet with one CPU (`ray.cluster_utils.Cluster`)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+import parapipe as pp
+
+ray = pytest.importorskip("ray")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+
+def where(item: int) -> tuple[int, str]:
+    """The item, and the Ray node of the actor that handled it, read from inside the actor."""
+    sum(range(200_000))  # some work: both replicas hold items when the node goes
+    return item, ray.get_runtime_context().get_node_id()
+
+
+@pytest.fixture
+def cluster(ray_session):
+    if ray.is_initialized():
+        ray.shutdown()  # the session's single-node instance; the conformance fixture restarts it
+    cluster = cluster_utils.Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    try:
+        yield cluster, nodes
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_replicas_on_different_nodes_and_a_node_lost_mid_map(cluster):
+    cluster, nodes = cluster
+    by_id = {n.node_id: n for n in nodes}
+    out: list[Any] = []
+    with pp.Engine(pp.stage(where, replicas=2), backend="ray", retries=5) as engine:
+        placed = {w["node"] for w in engine.workers()}
+        assert len(placed) == 2, "each node has one CPU: two replicas need two nodes"
+        victim = next(by_id[n] for n in placed if n in by_id)  # a worker node (the head cannot go)
+        for i, result in enumerate(engine.map(range(300), max_inflight=4)):
+            out.append(result)
+            if i == 30:
+                cluster.remove_node(victim, allow_graceful=False)
+        engine._pools["where"].wait_ready(time.monotonic() + 120)  # the restarted actor's setup()
+        restarts = engine.stats()["where"]["restarts"]
+        after = {w["node"] for w in engine.workers()}
+    assert [item for item, _ in out] == list(range(300)), "every item answered once, in order"
+    assert victim.node_id in {node for _, node in out}
+    assert restarts >= 1 and len(after) == 2 and victim.node_id not in after, "Ray restarted it on the third node"
