@@ -273,7 +273,7 @@ class Engine:
                 )
                 items, submit = stack.enter_context(journaled)
             bar = stack.enter_context(progress_bar(progress, total))
-            window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, journal is None, bar)
+            window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, bar)
             units = window.units(items)
             stack.callback(units.close)
             for unit in units:
@@ -286,12 +286,12 @@ class Engine:
         return_exceptions: bool,
         max_inflight: int | None,
         total: int | None,
-        chunked: bool = True,
         bar: Any = NO_BAR,
     ) -> MapWindow:
-        """Chunks only for a plain map: a journal records items one by one, ``max_inflight``
-        counts items, and a batched stage's pool forms the batches (chunks would bypass it)."""
-        chunked = chunked and not max_inflight and not any(s.batched for s in self._stages)
+        """Chunks for cheap stages, journaled or not (the journal records each element), but
+        not with ``max_inflight``, which counts items, nor through a batched stage, whose pool
+        forms the batches (chunks would bypass it)."""
+        chunked = not max_inflight and not any(s.batched for s in self._stages)
         return MapWindow(
             submit,
             window=max_inflight or window_size(self._pools.worker_count()),

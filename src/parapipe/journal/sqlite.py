@@ -86,6 +86,8 @@ class Journal(SqlJournal):
         lease: seconds a claim lasts unless renewed.
     """
 
+    in_chunk = 10_000 if sqlite3.sqlite_version_info >= (3, 32) else 500
+
     def __init__(
         self,
         path: str | os.PathLike[str],
