@@ -1,10 +1,12 @@
 """``map`` over a journal: claims in batches, chunks of claimed items, answers from the journal,
 and waits on items another runner holds.
 
-`JournaledMap.feed` claims the keys of the items ``map`` reads, many per transaction
-(`JobStore.claim`); each unit the map window sends is then split three ways: claimed items run
-(as one `Chunk` when the stages are cheap), finished ones are answered from their record, and
-the ones another runner holds are handed to `_Waiter`, which asks the journal again every
+`JournaledMap.feed` looks up the keys of the items ``map`` reads, many per query, so finished
+items are answered from their record without a write. The rest are claimed when the map window
+sends them to the engine, a unit (one item, or a `Chunk` of cheap ones) per transaction
+(`JobStore.claim`): an item is taken only when this runner is about to run it, so runners
+sharing a journal share its items. The claim's answer splits the unit three ways: claimed items
+run, items finished meanwhile are answered, and the ones another runner holds go to `_Waiter`, which asks the journal again every
 ``poll`` seconds until they are finished there (answered) or their lease ended (claimed and run
 here). The wait is a bounded poll because another process's commit cannot wake this one
 (SQLite has no notifications); it only runs while some item is held elsewhere.
@@ -29,8 +31,8 @@ __all__ = ["JournaledMap"]
 
 log = logging.getLogger("parapipe")
 
-_CLAIM_BATCH = 1024
-"""Keys ``map`` claims per transaction: the items are read this far ahead of the window."""
+_LOOKUP_BATCH = 1024
+"""Keys ``map`` looks up per query: the items are read this far ahead of the window."""
 _MAX_POLL = 0.5
 """Seconds between two looks at items another runner holds (less for short leases)."""
 
@@ -38,8 +40,8 @@ _MAX_POLL = 0.5
 class JournaledMap:
     """``map``'s ``submit(value, index)`` over a `JournaledRunner` (module docstring).
 
-    `feed` must wrap the items ``map`` reads: it claims their keys and remembers each one's
-    outcome of the claim, in order, for the ``submit`` calls that follow.
+    `feed` must wrap the items ``map`` reads: it looks their keys up and remembers each one's
+    record (None: new), in order, for the ``submit`` calls that follow.
 
     Args:
         runner: submits and records.
@@ -58,10 +60,10 @@ class JournaledMap:
 
     def feed(self, items: Iterator[Any]) -> Iterator[Any]:
         index = 0
-        while batch := list(itertools.islice(items, _CLAIM_BATCH)):
+        while batch := list(itertools.islice(items, _LOOKUP_BATCH)):
             keys = [self._key(item, index + k) for k, item in enumerate(batch)]
-            left = self._runner.store.claim(keys, reclaim=self.reclaim)
-            self._known.extend((k, left.get(k)) for k in keys)
+            found = self._runner.store.lookup(keys)
+            self._known.extend((k, found.get(k)) for k in keys)
             index += len(batch)
             yield from batch
 
@@ -75,13 +77,18 @@ class JournaledMap:
     def __call__(self, value: Any, index: int) -> Future[Any]:
         if not isinstance(value, Chunk):
             key, record = self._known.popleft()
+            if not self._final(record):
+                record = self._runner.store.claim([key], reclaim=self.reclaim).get(key)
             return self.one(value, key, record, index)
         known = [self._known.popleft() for _ in value]
-        if all(record is None for _, record in known):  # the common case: all claimed here
-            return self._runner.submit_chunk(value, [key for key, _ in known], index)
+        wanted = [key for key, record in known if not self._final(record)]
+        left = self._runner.store.claim(wanted, reclaim=self.reclaim) if wanted else {}
+        if len(wanted) == len(known) and not left:  # the common case: all claimed here
+            return self._runner.submit_chunk(value, wanted, index)
+        records = [(key, left.get(key) if not self._final(record) else record) for key, record in known]
         combined = _Combined(len(value))
-        run = [k for k, (_, record) in enumerate(known) if record is None]
-        for k, (item, (key, record)) in enumerate(zip(value, known, strict=True)):
+        run = [k for k, (_, record) in enumerate(records) if record is None]
+        for k, (item, (key, record)) in enumerate(zip(value, records, strict=True)):
             if record is None:
                 continue
             if record.state is State.DONE and record.result_stored:  # a resume: no future per item
@@ -90,10 +97,18 @@ class JournaledMap:
             else:
                 combined.add([k], self.one(item, key, record, index + k), chunk=False)
         if run:
-            keys = [known[k][0] for k in run]
+            keys = [records[k][0] for k in run]
             combined.add(run, self._runner.submit_chunk([value[k] for k in run], keys, index + run[0]), chunk=True)
         combined.check()
         return combined.future
+
+    def _final(self, record: Record | None) -> bool:
+        """Whether the item is finished for this map: answered from its record, never claimed."""
+        if record is None:
+            return False
+        return record.state in (State.DONE, State.CANCELLED) or (
+            record.state is State.FAILED and not self.reclaim(record)
+        )
 
     def one(self, item: Any, key: str, record: Record | None, index: int) -> Future[Any]:
         """One item's future, given what its claim answered (None: claimed here)."""

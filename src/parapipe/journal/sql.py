@@ -301,6 +301,11 @@ class SqlJournal:
         rows = self._select("key = ?", (key,))
         return rows[0] if rows else None
 
+    def lookup(self, keys: Sequence[str]) -> dict[str, Record]:
+        """The records of those keys that are in this run (one indexed query per 10,000 keys)."""
+        with self._reading() as cur:
+            return {key: codec.record(row) for key, row in self._select_keys(cur, list(keys), COLUMNS, "").items()}
+
     def pending(self, *, include_failed: bool = False) -> list[Record]:
         """What a resume must run, in insertion order: queued and running (interrupted) items.
 
