@@ -15,7 +15,9 @@ leases then run out, or a follower on this machine sees their owner is gone and 
 
 from __future__ import annotations
 
+import contextlib
 import queue
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -43,8 +45,9 @@ def follow_job(opts: RunOptions, *, poll: float = DEFAULT_POLL) -> dict[str, int
         if pairs:
             store.add([key for key, _ in pairs], payloads=[item for _, item in pairs])
         written = _existing_keys(opts.out, drop_errors=False)
-        with pp.Engine(opts.graph, start_method=opts.start_method) as engine, open(opts.out, "a", encoding="utf-8") as out:
-            runner = JournaledRunner(store, lambda item, key, index, on_retry: engine.submit(item, key=key, on_retry=on_retry))
+        engine = pp.Engine(opts.graph, start_method=opts.start_method)
+        with engine, open(opts.out, "a", encoding="utf-8") as out:
+            runner = JournaledRunner(store, lambda item, key, _, retry: engine.submit(item, key=key, on_retry=retry))
             loop = _Loop(store, runner, window_size(len(engine.workers())), poll)
             try:
                 loop.run(out, written, counts)
@@ -70,7 +73,7 @@ class _Loop:
             claimed = self._store.claim_next(self._window - self._inflight) if self._inflight < self._window else []
             for record in claimed:
                 future = self._runner.submit(record.payload, record.key, claimed=True)
-                future.add_done_callback(lambda f, key=record.key: self._finished.put((key, f)))
+                future.add_done_callback(self._landed(record.key))
                 self._inflight += 1
             if claimed:
                 idle = False
@@ -82,6 +85,9 @@ class _Loop:
                 continue
             self._drain(out, written, counts, block=not claimed)
 
+    def _landed(self, key: str) -> Callable[[Future[Any]], None]:
+        return lambda future: self._finished.put((key, future))
+
     def finish(self, out: Any, written: set[str], counts: dict[str, int]) -> None:
         """After Ctrl-C: record and write what is in flight; claim nothing more."""
         while self._inflight:
@@ -92,10 +98,9 @@ class _Loop:
         if wait is not None:
             wait(self._poll * 30)  # a NOTIFY wakes it at once; the timeout only bounds a lost one
         else:
-            try:  # nothing is in flight, so nothing lands here: a bounded wait for new rows
+            # Nothing is in flight, so nothing lands here: a bounded wait for new rows.
+            with contextlib.suppress(queue.Empty):
                 self._finished.get(timeout=self._poll)
-            except queue.Empty:
-                pass
 
     def _drain(self, out: Any, written: set[str], counts: dict[str, int], *, block: bool) -> None:
         """Write the outcomes that arrived (waiting up to ``poll`` for the first when ``block``)."""

@@ -6,10 +6,11 @@ items are answered from their record without a write. The rest are claimed when 
 sends them to the engine, a unit (one item, or a `Chunk` of cheap ones) per transaction
 (`JobStore.claim`): an item is taken only when this runner is about to run it, so runners
 sharing a journal share its items. The claim's answer splits the unit three ways: claimed items
-run, items finished meanwhile are answered, and the ones another runner holds go to `_Waiter`, which asks the journal again every
-``poll`` seconds until they are finished there (answered) or their lease ended (claimed and run
-here). The wait is a bounded poll because another process's commit cannot wake this one
-(SQLite has no notifications); it only runs while some item is held elsewhere.
+run, items finished meanwhile are answered, and the ones another runner holds go to `_Waiter`,
+which asks the journal again every ``poll`` seconds until they are finished there (answered) or
+their lease ended (claimed and run here). The wait is a bounded poll because another process's
+commit cannot wake this one (SQLite has no notifications); it only runs while some item is held
+elsewhere.
 """
 
 from __future__ import annotations

@@ -21,8 +21,6 @@ import pytest
 from parapipe.cli import main
 from parapipe.journal import State, open_journal
 
-from ..unit.journal_backends import postgres_url  # noqa: F401  (fixture)
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 GRAPH = "tests.integration._claim_stages:graph"
 WAIT = 120
@@ -65,8 +63,10 @@ def test_runners_sharing_a_journal_execute_each_item_once_through_worker_and_run
     # could finish its side effect and die with its outcome unrecorded (which would, rightly,
     # run again: a side effect is exactly once only up to the commit of its outcome).
     procs = [
-        subprocess.Popen(_run(journal, items, out, "--replicas", "1"), cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)  # fmt: skip
+        subprocess.Popen(
+            _run(journal, items, out, "--replicas", "1"),
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
         for out in outs
     ]
     with open(fifo) as f:  # item-150 is in flight: its runner is killed with it

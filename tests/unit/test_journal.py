@@ -28,8 +28,6 @@ from parapipe.journal import (
     format_counts,
 )
 
-from .journal_backends import journal_target, make, postgres_url, sqlite_journal  # noqa: F401  (fixtures)
-
 WAIT = 60  # seconds; only reached when something is stuck
 
 

@@ -12,8 +12,6 @@ import pytest
 
 from parapipe.journal import JournalError, State
 
-from .journal_backends import journal_target, make, postgres_url  # noqa: F401  (fixtures)
-
 WAIT = 60
 
 

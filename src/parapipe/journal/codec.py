@@ -256,6 +256,7 @@ def decode(value: Blob | None) -> Any:
         return None
     if value.kind == "json":
         return json.loads(value.data)
+    assert isinstance(value.data, bytes)
     return pickle.loads(value.data)
 
 

@@ -155,7 +155,8 @@ class PostgresJournal(SqlJournal):
         owner, lease = (self.owner, now + self.lease) if running else (None, None)
         cur.execute(
             "INSERT INTO items (run, key, state, attempts, created, started, owner, lease_until, payload_kind, payload)"
-            " SELECT %s, k, %s, %s, %s, %s, %s, %s, pk, p FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS t(k, pk, p)"
+            " SELECT %s, k, %s, %s, %s, %s, %s, %s, pk, p"
+            " FROM unnest(%s::text[], %s::text[], %s::bytea[]) AS t(k, pk, p)"
             " ON CONFLICT (run, key) DO NOTHING RETURNING key",
             (self.run, state, attempts, now, started, owner, lease, keys, kinds, payloads),
         )
