@@ -292,10 +292,13 @@ class Engine:
         not with ``max_inflight``, which counts items, nor through a batched stage, whose pool
         forms the batches (chunks would bypass it)."""
         chunked = not max_inflight and not any(s.batched for s in self._stages)
+        sized = (lambda: self._chunk_size(total)) if chunked else (lambda: 1)
+        # A journaled map's items that are answered from the journal never reach a stage: any number fits a unit.
+        answered = getattr(submit, "answered_ahead", None)
         return MapWindow(
             submit,
             window=max_inflight or window_size(self._pools.worker_count()),
-            chunk_size=(lambda: self._chunk_size(total)) if chunked else (lambda: 1),
+            chunk_size=sized if answered is None else (lambda: max(sized(), answered())),
             ordered=ordered,
             return_exceptions=return_exceptions,
             bar=bar,

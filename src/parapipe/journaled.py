@@ -34,6 +34,8 @@ log = logging.getLogger("parapipe")
 
 _LOOKUP_BATCH = 1024
 """Keys ``map`` looks up per query: the items are read this far ahead of the window."""
+_MAX_ANSWERED_UNIT = 4096
+"""Most finished items answered as one unit of the map window."""
 _MAX_POLL = 0.5
 """Seconds between two looks at items another runner holds (less for short leases)."""
 
@@ -102,6 +104,16 @@ class JournaledMap:
             combined.add(run, self._runner.submit_chunk([value[k] for k in run], keys, index + run[0]), chunk=True)
         combined.check()
         return combined.future
+
+    def answered_ahead(self) -> int:
+        """How many of the next items are finished (answered from the journal, never run), so
+        that ``map`` can send them as one unit: a resume of many done items costs no unit each."""
+        count = 0
+        for _, record in self._known:
+            if count == _MAX_ANSWERED_UNIT or not self._final(record):
+                break
+            count += 1
+        return count
 
     def _final(self, record: Record | None) -> bool:
         """Whether the item is finished for this map: answered from its record, never claimed."""

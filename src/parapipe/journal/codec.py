@@ -44,6 +44,9 @@ class State(str, Enum):
         return self.value
 
 
+_STATES = {state.value: state for state in State}
+"""``State(text)`` without the enum's lookup machinery: a resume builds a record per item."""
+
 SOURCES: dict[State, frozenset[State]] = {
     State.RUNNING: frozenset({State.QUEUED, State.RUNNING, State.FAILED}),
     State.DONE: frozenset({State.RUNNING}),
@@ -138,7 +141,7 @@ def record(row: Sequence[Any]) -> Record:
     return Record(
         key=key,
         run=run,
-        state=State(state),
+        state=_STATES[state],
         attempts=attempts,
         created=created,
         started=started,
