@@ -27,7 +27,7 @@ import parapipe as pp
 from parapipe.journal import Journal, State, Write
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_line, print_table  # noqa: E402
+from _common import machine_line, print_table
 
 
 def noop(x: Any) -> Any:

@@ -8,6 +8,11 @@ through the engine, and writes each outcome to the output once it is committed. 
 to claim it prints ``waiting for new items`` and waits: on PostgreSQL for a NOTIFY (instant),
 on SQLite for ``poll`` seconds at most, since another process's commit cannot wake it.
 
+The output gets one JSON line per item this follower finished, written after its outcome is
+committed: a key is never written twice (a done item is never claimed again), though a kill
+between the commit and the write leaves that one line out; the journal has every outcome
+(``parapipe jobs JOURNAL --state done``).
+
 Ctrl-C stops claiming, lets the items in flight finish and be recorded, and gives back the rest
 (queued again, for the next follower). A second Ctrl-C stops at once; the unfinished items'
 leases then run out, or a follower on this machine sees their owner is gone and takes them.
@@ -16,6 +21,8 @@ leases then run out, or a follower on this machine sees their owner is gone and 
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import queue
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -26,7 +33,7 @@ import parapipe as pp
 from .journal import open_journal
 from .mapper import window_size
 from .recovery import JournaledRunner
-from .runner import RunOptions, _existing_keys, _line, discover_items, read_items_file
+from .runner import RunOptions, discover_items, read_items_file
 
 __all__ = ["DEFAULT_POLL", "follow_job"]
 
@@ -44,15 +51,15 @@ def follow_job(opts: RunOptions, *, poll: float = DEFAULT_POLL) -> dict[str, int
     with open_journal(opts.journal, run=opts.namespace, max_result_bytes=None) as store:
         if pairs:
             store.add([key for key, _ in pairs], payloads=[item for _, item in pairs])
-        written = _existing_keys(opts.out, drop_errors=False)
+        _cut_torn_line(opts.out)
         engine = pp.Engine(opts.graph, start_method=opts.start_method)
         with engine, open(opts.out, "a", encoding="utf-8") as out:
             runner = JournaledRunner(store, lambda item, key, _, retry: engine.submit(item, key=key, on_retry=retry))
             loop = _Loop(store, runner, window_size(len(engine.workers())), poll)
             try:
-                loop.run(out, written, counts)
+                loop.run(out, counts)
             except KeyboardInterrupt:
-                loop.finish(out, written, counts)
+                loop.finish(out, counts)
             finally:
                 runner.close()
     return counts
@@ -67,7 +74,7 @@ class _Loop:
         self._finished: queue.SimpleQueue[tuple[str, Future[Any]]] = queue.SimpleQueue()
         self._inflight = 0
 
-    def run(self, out: Any, written: set[str], counts: dict[str, int]) -> None:
+    def run(self, out: Any, counts: dict[str, int]) -> None:
         idle = False
         while True:
             claimed = self._store.claim_next(self._window - self._inflight) if self._inflight < self._window else []
@@ -83,15 +90,15 @@ class _Loop:
                     idle = True
                 self._wait_for_items()
                 continue
-            self._drain(out, written, counts, block=not claimed)
+            self._drain(out, counts, block=not claimed)
 
     def _landed(self, key: str) -> Callable[[Future[Any]], None]:
         return lambda future: self._finished.put((key, future))
 
-    def finish(self, out: Any, written: set[str], counts: dict[str, int]) -> None:
+    def finish(self, out: Any, counts: dict[str, int]) -> None:
         """After Ctrl-C: record and write what is in flight; claim nothing more."""
         while self._inflight:
-            self._drain(out, written, counts, block=True)
+            self._drain(out, counts, block=True)
 
     def _wait_for_items(self) -> None:
         wait = getattr(self._store, "wait_for_items", None)
@@ -102,7 +109,7 @@ class _Loop:
             with contextlib.suppress(queue.Empty):
                 self._finished.get(timeout=self._poll)
 
-    def _drain(self, out: Any, written: set[str], counts: dict[str, int], *, block: bool) -> None:
+    def _drain(self, out: Any, counts: dict[str, int], *, block: bool) -> None:
         """Write the outcomes that arrived (waiting up to ``poll`` for the first when ``block``)."""
         try:
             landed = [self._finished.get(timeout=self._poll) if block else self._finished.get_nowait()]
@@ -120,9 +127,27 @@ class _Loop:
             outcome = future.exception() or future.result()
             if isinstance(outcome, pp.JournalError):
                 raise outcome
-            if key in written:
-                continue
             out.write(_line(key, outcome) + "\n")
             out.flush()
-            written.add(key)
             counts["errors" if isinstance(outcome, pp.ItemError) else "results"] += 1
+
+
+def _line(key: str, outcome: Any) -> str:
+    if isinstance(outcome, pp.ItemError):
+        return json.dumps({"key": key, "error": outcome.to_dict()}, default=str)
+    return json.dumps({"key": key, "result": outcome}, default=_jsonable)
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy values become lists and numbers; anything else JSON cannot hold, its ``str``."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def _cut_torn_line(out: str) -> None:
+    """Drop a last line cut short by a kill, so the next line starts on its own."""
+    if not os.path.exists(out):
+        return
+    with open(out, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
