@@ -510,3 +510,34 @@ def test_no_result_limit_stores_a_large_result(make: Any) -> None:
         _run_to_done(journal, "k", big)
         record = journal.get("k")
     assert record is not None and record.result_stored and record.result == big
+
+
+_SCHEMA_V1 = """
+CREATE TABLE items (seq INTEGER PRIMARY KEY, run TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, retryable INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    started REAL, finished REAL, error TEXT, result_kind TEXT, result BLOB, payload_kind TEXT, payload BLOB,
+    UNIQUE (run, key));
+CREATE INDEX items_by_state ON items (run, state, seq);
+CREATE TABLE attempts (run TEXT NOT NULL, key TEXT NOT NULL, attempt INTEGER NOT NULL, state TEXT NOT NULL,
+    error TEXT, started REAL, finished REAL, PRIMARY KEY (run, key, attempt));
+INSERT INTO items (run, key, state, attempts, created, started, finished, result_kind, result)
+    VALUES ('default', 'a', 'done', 2, 1, 3, 4, 'json', '7');
+INSERT INTO items (run, key, state, attempts, created, started) VALUES ('default', 'b', 'running', 1, 1, 2);
+INSERT INTO attempts VALUES ('default', 'a', 1, 'interrupted', NULL, 1, 2);
+INSERT INTO attempts VALUES ('default', 'a', 2, 'done', NULL, 3, 4);
+INSERT INTO attempts VALUES ('default', 'b', 1, 'running', NULL, 2, NULL);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_file_is_upgraded_with_its_history(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_V1)
+    conn.close()
+
+    with Journal(path) as journal:
+        assert journal.get("a").result == 7
+        assert [(e["attempt"], e["state"]) for e in journal.attempt_log("a")] == [(1, "interrupted"), (2, "done")]
+        assert journal.claim(["b"]) == {}  # a v1 running item has no lease: a crashed run's
+        assert [(e["attempt"], e["state"]) for e in journal.attempt_log("b")] == [(1, "interrupted"), (2, "running")]
+    assert _raw(path, "PRAGMA user_version") == [(2,)]
