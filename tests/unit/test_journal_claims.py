@@ -70,6 +70,7 @@ def test_finished_items_are_answered_not_claimed_and_failed_ones_only_when_asked
 
 def test_release_gives_back_what_the_runner_did_not_finish(make: Any) -> None:
     with make(owner="a") as a, make(owner="b") as b:
+        a.add(["x", "y"], payloads=["x", "y"])
         a.claim(["x", "y"])
         a.mark_done("x", 1)
         assert a.release() == 1
@@ -85,6 +86,8 @@ def test_claim_next_takes_queued_items_oldest_first_up_to_the_limit(make: Any) -
         assert [(r.key, r.payload) for r in a.claim_next(2)] == [("k0", 0), ("k1", 1)]
         assert [r.key for r in b.claim_next(10)] == ["k2", "k3", "k4"]
         assert b.claim_next(10) == []
+        a.add(["no-payload"])  # a map's item: only that map runs it
+        assert b.claim_next(10) == []
 
 
 def test_a_dead_local_owner_leaves_its_items_claimable_at_once(make: Any) -> None:
@@ -92,7 +95,7 @@ def test_a_dead_local_owner_leaves_its_items_claimable_at_once(make: Any) -> Non
     owner = f"{socket.gethostname()}:{int(dead.stdout)}:gone"
     with make(owner=owner, lease=3600) as crashed, make(owner="b", lease=3600) as b:
         crashed.claim(["x"])
-        crashed.add(["q"])
+        crashed.add(["q"], payloads=["item"])
         assert b.claim(["x"]) == {}
         crashed.claim(["q"])
         assert [r.key for r in b.claim_next(10)] == ["q"]

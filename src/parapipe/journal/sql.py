@@ -103,14 +103,17 @@ class SqlJournal(SqlBase):
 
     def claim_next(self, limit: int) -> list[Record]:
         """Claim up to ``limit`` items that no one runs (queued, or running under a lease that
-        expired or whose owner died here), oldest first, for a follower. One transaction."""
+        expired or whose owner died here), oldest first, for a follower. One transaction.
+
+        Only items stored with a payload are taken: a follower runs the payload, and an item a
+        ``map`` added (its key only) is that map's to run."""
         self._expire_dead_owners()
         with self._transaction() as cur:
             now = self._clock()
             cur.execute(
                 self._sql(
-                    f"SELECT {COLUMNS} FROM items WHERE run = ? AND (state = 'queued' OR"
-                    " (state = 'running' AND (lease_until IS NULL OR lease_until < ?)))"
+                    f"SELECT {COLUMNS} FROM items WHERE run = ? AND payload_kind IS NOT NULL AND (state = 'queued'"
+                    " OR (state = 'running' AND (lease_until IS NULL OR lease_until < ?)))"
                     f" ORDER BY seq LIMIT ?{self.skip_locked}"
                 ),
                 (self.run, now, limit),
