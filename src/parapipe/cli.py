@@ -67,6 +67,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         start_method=args.start_method, namespace=args.namespace, progress=args.progress,
         retry_failed=args.retry_failed, sink=args.sink,
     )  # fmt: skip
+    if args.follow:
+        from .follow import follow_job
+
+        counts = follow_job(opts)
+        print(f"stopped: {counts['results']} results, {counts['errors']} errors written to {args.out}")
+        return 0
     counts = run_job(opts)
     into = args.out or args.sink
     print(f"{counts['results']} results, {counts['errors']} errors, {counts['skipped']} already in {into}")
@@ -74,15 +80,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
-    from .journal import Journal, State, format_counts
+    from .journal import State, format_counts, is_postgres_url, open_journal
 
-    if not os.path.isfile(args.journal):
+    if args.journal == "add":
+        return _jobs_add(args)
+    if args.add:
+        raise pp.ConfigError(f"unexpected arguments {args.add}; to queue items: parapipe jobs add JOURNAL ITEM...")
+    if not is_postgres_url(args.journal) and not os.path.isfile(args.journal):
         # Opening would create an empty journal, and a mistyped path would then read as "0 items".
         raise pp.ConfigError(
             f"journal {args.journal!r} does not exist; journals are made by `parapipe run ... --journal FILE` "
             "(or Engine.map(journal=FILE)), so check the path"
         )
-    with Journal(args.journal, run=args.namespace) as journal:
+    with open_journal(args.journal, run=args.namespace) as journal:
         known = journal.runs()
         if known and args.namespace not in known:
             raise pp.ConfigError(
@@ -95,6 +105,26 @@ def _cmd_jobs(args: argparse.Namespace) -> int:
         for rec in journal.records(state, limit=args.limit) if args.state or args.list else []:
             error = f"  {rec.error.get('type')}: {rec.error.get('message')}" if rec.error else ""
             print(f"{rec.state.value:9s} attempts={rec.attempts}  {rec.key}{error}")
+    return 0
+
+
+def _jobs_add(args: argparse.Namespace) -> int:
+    """``parapipe jobs add JOURNAL ITEM... [--items FILE]``: queue items (their payloads) for a
+    follower (``parapipe run --follow``); keys already in the namespace are left as they are."""
+    from .journal import open_journal
+    from .runner import read_items_file
+
+    if not args.add:
+        raise pp.ConfigError("usage: parapipe jobs add JOURNAL ITEM... (or --items FILE)")
+    target, *items = args.add
+    pairs = [(item, item) for item in items]
+    if args.items:
+        pairs += read_items_file(args.items, args.key_field)
+    if not pairs:
+        raise pp.ConfigError("nothing to add: give items after the journal, or --items FILE")
+    with open_journal(target, run=args.namespace) as journal:
+        existing = journal.add([key for key, _ in pairs], payloads=[item for _, item in pairs])
+    print(f"queued {len(pairs) - len(existing)} items, {len(existing)} already in namespace {args.namespace!r}")
     return 0
 
 
@@ -159,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("inputs", nargs="*", help="files or directories (searched recursively)")
     run.add_argument("--out", help="output file, one record per item: .jsonl, .csv or .parquet (needs pyarrow)")
     run.add_argument("--sink", help="MODULE:NAME of your own sink class or write(key, outcome) function")
-    run.add_argument("--journal", help="SQLite journal: rerunning the same command resumes")
+    run.add_argument("--journal", help="SQLite file or postgresql:// URL: rerunning resumes, runners share it")
     run.add_argument("--items", help="a .txt, .csv or .jsonl file of items")
     run.add_argument("--glob", default="*", help="file pattern inside directories (default: *)")
     run.add_argument("--key-field", default="id", help="field naming CSV/JSONL items (default: id)")
@@ -171,10 +201,15 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--progress", action="store_true", help="show a progress bar")
     run.add_argument("--retry-failed", action="store_true",
                      help="re-run the items that failed before (by default they keep their error)")  # fmt: skip
+    run.add_argument("--follow", action="store_true",
+                     help="keep running items queued in the journal (parapipe jobs add) until Ctrl-C")  # fmt: skip
     run.set_defaults(func=_cmd_run)
 
-    jobs = sub.add_parser("jobs", help="show a journal's item states and counts")
-    jobs.add_argument("journal", help="the SQLite journal file")
+    jobs = sub.add_parser("jobs", help="show a journal's item states and counts; `jobs add JOURNAL ITEM...` queues")
+    jobs.add_argument("journal", help="the SQLite journal file or postgresql:// URL (or `add`)")
+    jobs.add_argument("add", nargs="*", metavar="ITEM", help="after `add`: the journal, then the items to queue")
+    jobs.add_argument("--items", help="with `add`: a .txt, .csv or .jsonl file of items to queue")
+    jobs.add_argument("--key-field", default="id", help="field naming CSV/JSONL items (default: id)")
     jobs.add_argument("--namespace", default="default", help="journal namespace (default: default)")
     _add_renamed(jobs, "--run", "--namespace")
     jobs.add_argument("--state", choices=["queued", "running", "done", "failed", "cancelled"], help="list these")

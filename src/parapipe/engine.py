@@ -304,7 +304,9 @@ class Engine:
         with contextlib.ExitStack() as stack:
             submit: Submit = self._submit_indexed
             names = None
-            if key is not None or with_keys:
+            # A journal names items by their keys itself (its errors carry them, and it can send
+            # them in chunks); ItemKeys names them otherwise, or when pairs are asked for.
+            if with_keys or (key is not None and journal is None):
                 names = ItemKeys(key, pair=with_keys, return_exceptions=return_exceptions)
                 items = names.feed(items)
                 key = names.journal_keys()
@@ -315,9 +317,9 @@ class Engine:
                 items, submit = stack.enter_context(journaled)
             if names is not None:
                 submit = names.submit(submit)
-            chunked = journal is None and names is None
             bar = stack.enter_context(progress_bar(progress, total))
-            window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, chunked, bar)
+            # Named items go one by one: their names travel with each submit, not with a chunk.
+            window = self._map_window(submit, ordered, return_exceptions, max_inflight, total, names is None, bar)
             units = window.units(items)
             stack.callback(units.close)
             for unit in units:
@@ -333,13 +335,17 @@ class Engine:
         chunked: bool = True,
         bar: Any = NO_BAR,
     ) -> MapWindow:
-        """Chunks only for a plain map: a journal records items one by one, ``max_inflight``
-        counts items, and a batched stage's pool forms the batches (chunks would bypass it)."""
+        """Chunks for cheap stages, journaled or not (the journal records each element), but
+        not with ``max_inflight``, which counts items, nor through a batched stage, whose pool
+        forms the batches (chunks would bypass it)."""
         chunked = chunked and not max_inflight and not any(s.batched for s in self._stages)
+        sized = (lambda: self._chunk_size(total)) if chunked else (lambda: 1)
+        # A journaled map's items that are answered from the journal never reach a stage: any number fits a unit.
+        answered = getattr(submit, "answered_ahead", None)
         return MapWindow(
             submit,
             window=max_inflight or window_size(self._pools.worker_count()),
-            chunk_size=(lambda: self._chunk_size(total)) if chunked else (lambda: 1),
+            chunk_size=sized if answered is None else (lambda: max(sized(), answered())),
             ordered=ordered,
             return_exceptions=return_exceptions,
             bar=bar,

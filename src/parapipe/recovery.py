@@ -1,52 +1,55 @@
-"""Journaled submission: one driver, with one set of rules, for ``Engine.map`` and service jobs.
+"""Journaled submission: one driver, with one set of rules, for ``Engine.map``, ``parapipe run``
+(``--follow`` too) and service jobs.
 
-`JournaledRunner` sends an item to the engine and records its life: *running* when sent and
-before each retry (a worker death or a timeout; the attempt log shows them), then *done* or
-*failed*. A failure is marked retryable when it was a `WorkerDied` or `TaskTimeout` (a rerun may
-succeed), final when the user's code raised. `JournaledMap` adds what ``map`` needs on top: keys
-are added in batches, and a rerun answers done and failed items from the journal.
+`JournaledRunner` sends items to the engine and records their life: *running* when claimed (or
+sent, for the service) and before each retry (a worker death or a timeout; the attempt log shows
+them), then *done* or *failed*. A failure is marked retryable when it was a `WorkerDied` or
+`TaskTimeout` (a rerun may succeed), final when the user's code raised. Cheap items travel as a
+`Chunk` (`submit_chunk`): one engine job and one journal write per batch of elements, each
+element still recorded on its own. `parapipe.journaled` adds what ``map`` needs on top.
 
 Writes are queued to one writer thread per runner, which applies what has gathered in one
-transaction (`Journal.apply`): the pool's reader threads only route results, they never touch
-the disk. The guarantee: the future the caller gets is resolved by the writer only after the
-item's final state is committed, so a result the caller saw is always in the journal, and a
-kill -9 of the parent at any moment leaves nothing reported done that a rerun would redo. What
-the caller never saw may be done in the journal (a rerun answers it from there) or still
-*running* (a rerun runs it again).
+transaction (`Journal.apply`) and renews this runner's leases every third of the lease: the
+pool's reader threads only route results, they never touch the disk. The guarantee: the future
+the caller gets is resolved by the writer only after the item's final state is committed, so a
+result the caller saw is always in the journal, and a kill -9 of the parent at any moment
+leaves nothing reported done that a rerun would redo. What the caller never saw may be done in
+the journal (a rerun answers it from there) or still *running* (its lease ends, and a rerun or
+another runner runs it again). Closing the runner gives back the leases of what it did not
+finish (queued again).
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
+import copy
 import logging
 import os
 import queue
 import threading
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 from .errors import ItemError, JournalError, ResultLost, StageFailed, TaskTimeout, WorkerDied
-from .journal import JobStore, Journal, Record, State, Write
+from .journal import JobStore, State, Write, open_journal
+from .worker.protocol import Chunk, ChunkResult
 
-__all__ = ["JournaledMap", "JournaledRunner", "Keys", "journaled_map", "open_store", "retryable"]
+__all__ = ["JournaledRunner", "Keys", "journaled_map", "open_store", "resolve", "retryable"]
 
 log = logging.getLogger("parapipe")
 
 KeyFn = Callable[[Any], str]
-Keys = KeyFn | Iterable[str] | None
-EngineSubmit = Callable[[Any, str, "int | None", "Callable[[], None] | None"], "Future[Any]"]
+Keys = Any
+"""A function of the item, an iterable of keys aligned with the items, or None (positions)."""
+EngineSubmit = Callable[[Any, "str | None", "int | None", "Callable[[], None] | None"], "Future[Any]"]
 """``submit(item, key, index, on_retry)``: the engine's way in (``Engine._submit_job``)."""
 
-_WRITE_BATCH = 1024
+_WRITE_BATCH = 4096
 """Most writes in one transaction; more would hold the journal's lock against readers."""
-_ADD_BATCH = 256
-"""Keys ``map`` adds per transaction: the items are read this far ahead of the window."""
 
-
-_NOT_THE_ITEMS_FAULT = (StageFailed, ResultLost)
+NOT_THE_ITEMS_FAULT = (StageFailed, ResultLost)
 """Failures a rerun retries without being asked: the stage was down (the item never ran), or
 the result was lost on its way back. The item itself did nothing wrong."""
 
@@ -54,16 +57,16 @@ the result was lost on its way back. The item itself did nothing wrong."""
 def retryable(error: BaseException) -> bool:
     """Whether a rerun may succeed: the worker died or timed out, or the item never got its
     chance, rather than the code raising."""
-    return isinstance(error, (WorkerDied, TaskTimeout, *_NOT_THE_ITEMS_FAULT))
+    return isinstance(error, (WorkerDied, TaskTimeout, *NOT_THE_ITEMS_FAULT))
 
 
-def open_store(journal: str | os.PathLike[str] | JobStore, namespace: str) -> tuple[JobStore, Journal | None]:
-    """The store to use, and the `Journal` we opened for it (to close), if we did.
+def open_store(journal: str | os.PathLike[str] | JobStore, namespace: str) -> tuple[JobStore, Any]:
+    """The store to use, and the journal we opened for it (to close), if we did.
 
     A journal ``map`` opens keeps results of any size: it is where a resume reads them from.
     """
     if isinstance(journal, (str, os.PathLike)):
-        opened = Journal(journal, run=namespace, max_result_bytes=None)
+        opened = open_journal(journal, run=namespace, max_result_bytes=None)
         return opened, opened
     return journal, None
 
@@ -79,41 +82,47 @@ def journaled_map(
     retry_failed: bool,
 ) -> Iterator[tuple[Iterator[Any], Callable[[Any, int], Future[Any]]]]:
     """``map``'s items and ``submit(item, index)`` through the journal; on exit the last writes
-    are applied and a journal opened here is closed. Close the map's window first, so that
-    nothing is left in flight to record."""
+    are applied, what this runner still holds is given back, and a journal opened here is
+    closed. Close the map's window first, so that nothing is left in flight to record."""
+    from .journaled import JournaledMap
+
     store, opened = open_store(journal, namespace)
     runner = JournaledRunner(store, submit)
+    journaled = JournaledMap(runner, key, retry_failed=retry_failed)
     try:
-        journaled = JournaledMap(runner, key, retry_failed=retry_failed)
         yield journaled.feed(items), journaled
     finally:
+        journaled.close()
         runner.close()
         if opened is not None:
             opened.close()
 
 
-_Then = Callable[["int | JournalError"], None]
+_Then = Callable[[list["int | Exception"]], None]
+_Make = Callable[[], list[Write]]
 _STOP = object()
 
 
 class _Writer:
-    """One daemon thread applying queued writes, everything gathered in one transaction.
+    """One daemon thread applying queued writes, everything gathered in one transaction, and
+    renewing the store's leases while it waits.
 
     After `close`, writes are dropped: their items stay as the journal last saw them (running),
-    and a rerun runs them again.
+    and `JournaledRunner.close` gives them back.
     """
 
     def __init__(self, store: JobStore) -> None:
         self._store = store
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        self._renew_every = store.lease / 3
         self._thread = threading.Thread(target=self._loop, name=f"parapipe-journal-{store.run}", daemon=True)
         self._thread.start()
 
-    def put(self, write: Write | Callable[[], Write], then: _Then | None = None) -> None:
-        """Queue a write (or a function making it on the writer thread); ``then`` gets its answer."""
+    def put(self, writes: list[Write] | _Make, then: _Then | None = None) -> None:
+        """Queue writes (or a function making them on the writer thread); ``then`` gets their answers."""
         if not self._closed:
-            self._queue.put((write, then))
+            self._queue.put((writes, then))
 
     def close(self) -> None:
         """Apply everything queued so far, then stop the thread. Idempotent."""
@@ -123,29 +132,47 @@ class _Writer:
         self._thread.join()
 
     def _loop(self) -> None:
+        renew_at = time.monotonic() + self._renew_every
         while True:
-            entries = [self._queue.get()]
-            while len(entries) < _WRITE_BATCH:
+            try:
+                entries = [self._queue.get(timeout=max(0.0, renew_at - time.monotonic()))]
+            except queue.Empty:
+                entries = []
+            while entries and len(entries) < _WRITE_BATCH:
                 try:
                     entries.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            if time.monotonic() >= renew_at:
+                self._renew()
+                renew_at = time.monotonic() + self._renew_every
             stop = _STOP in entries
             self._apply([e for e in entries if e is not _STOP])
             if stop:
                 return
 
-    def _apply(self, entries: list[tuple[Write | Callable[[], Write], _Then | None]]) -> None:
-        writes = [write if isinstance(write, Write) else write() for write, _ in entries]
-        answers: list[int | JournalError]
+    def _renew(self) -> None:
         try:
-            answers = self._store.apply(writes) if writes else []
-        except JournalError as exc:  # the file itself failed (disk full, closed): every write did
+            self._store.renew()
+        except JournalError as exc:  # the next renewal may succeed; a lease lasts three of them
+            log.warning("could not renew journal leases: %s", exc)
+
+    def _apply(self, entries: list[tuple[list[Write] | _Make, _Then | None]]) -> None:
+        if not entries:
+            return
+        groups = [writes if isinstance(writes, list) else writes() for writes, _ in entries]
+        flat = [write for group in groups for write in group]
+        answers: list[int | Exception]
+        try:
+            answers = self._store.apply(flat) if flat else []
+        except JournalError as exc:  # the database itself failed (disk full, closed): every write did
             log.error("%s", exc)
-            answers = [exc] * len(writes)
-        for (_, then), answer in zip(entries, answers, strict=True):
+            answers = [exc] * len(flat)
+        start = 0
+        for (_, then), group in zip(entries, groups, strict=True):
             if then is not None:
-                then(answer)
+                then(answers[start : start + len(group)])
+            start += len(group)
 
 
 class JournaledRunner:
@@ -174,57 +201,101 @@ class JournaledRunner:
         self._describe = describe
         self._writer = _Writer(store)
 
-    def submit(self, item: Any, key: str, index: int | None = None) -> Future[Any]:
-        """The item's future, resolved once its final state is in the journal."""
+    def submit(self, item: Any, key: str, index: int | None = None, *, claimed: bool = False) -> Future[Any]:
+        """The item's future, resolved once its final state is in the journal. ``claimed``:
+        the item is already running under this runner's lease (`JobStore.claim`)."""
         outer: Future[Any] = Future()
-        inner = self.engine_submit(item, key, index, lambda: self._writer.put(Write(key, State.RUNNING)))
-        # Queued once the engine took the item (one it refused is not marked running), and
-        # before the outcome's write, which the callback below queues.
-        self._writer.put(Write(key, State.RUNNING))
+        inner = self.engine_submit(item, key, index, lambda: self._writer.put([Write(key, State.RUNNING)]))
+        if not claimed:
+            # Queued once the engine took the item (one it refused is not marked running), and
+            # before the outcome's write, which the callback below queues.
+            self._writer.put([Write(key, State.RUNNING)])
         outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
         inner.add_done_callback(lambda f: self._finished(key, f, outer))
         return outer
 
-    def cancel(self, key: str, future: Future[Any]) -> Future[int | JournalError] | None:
+    def submit_chunk(self, items: Sequence[Any], keys: Sequence[str], index: int) -> Future[ChunkResult]:
+        """Claimed items as one `Chunk`; the future's `ChunkResult` comes once every element's
+        outcome is in the journal. A retry of the chunk (its worker died) starts a new attempt
+        of every element."""
+        outer: Future[ChunkResult] = Future()
+        keys = list(keys)
+        inner = self.engine_submit(
+            Chunk(items), None, index, lambda: self._writer.put([Write(k, State.RUNNING) for k in keys])
+        )
+        outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
+        inner.add_done_callback(lambda f: self._chunk_finished(keys, f, outer))
+        return outer
+
+    def cancel(self, key: str, future: Future[Any]) -> Future[int | Exception] | None:
         """Cancel a future `submit` gave and record the item cancelled; None if it already
         finished. The returned future is answered once the write is applied (or refused)."""
         if not future.cancel():
             return None
-        written: Future[int | JournalError] = Future()
-        self._writer.put(Write(key, State.CANCELLED), written.set_result)
+        written: Future[int | Exception] = Future()
+        self._writer.put([Write(key, State.CANCELLED)], lambda answers: written.set_result(answers[0]))
         return written
 
-    def close(self) -> None:
-        """Apply the queued writes and stop the writer; later outcomes are not recorded."""
+    def close(self, *, release: bool = True) -> None:
+        """Apply the queued writes and stop the writer (later outcomes are not recorded); then,
+        with ``release``, give back the items this runner holds but did not finish."""
         self._writer.close()
+        if release:
+            try:
+                self.store.release()
+            except JournalError as exc:  # their leases expire instead
+                log.warning("could not give back unfinished journal items: %s", exc)
 
     def _finished(self, key: str, inner: Future[Any], outer: Future[Any]) -> None:
         """In the reader thread: queue the outcome's write; the writer resolves ``outer``."""
         if inner.cancelled():
-            outer.cancel()  # nothing written: the item stays running, a rerun runs it
+            outer.cancel()  # nothing written: the item stays running until released
             return
         error = inner.exception()
         if error is not None and not isinstance(error, ItemError) and self._describe is None:
-            _resolve(outer, error)
+            resolve(outer, error)
             return
         outcome: list[Any] = []  # the value or error the caller gets, set by the writer
 
-        def write() -> Write:
+        def write() -> list[Write]:
             if error is not None:
                 outcome.append(error)
-                return self._failure(key, error)
+                return [self._failure(key, error)]
             try:
                 value = self._prepare(inner.result()) if self._prepare is not None else inner.result()
             except Exception as bad:  # prepare's refusal is this item's failure, never the writer's
                 outcome.append(bad)
-                return Write(key, State.FAILED, error=_error_dict(bad), retryable=False)
+                return [Write(key, State.FAILED, error=_error_dict(bad), retryable=False)]
             outcome.append(value)
-            return Write(key, State.DONE, value)
+            return [Write(key, State.DONE, value)]
 
-        def then(answer: int | JournalError) -> None:
-            _resolve(outer, answer if isinstance(answer, JournalError) else outcome[0])
+        def then(answers: list[int | Exception]) -> None:
+            resolve(outer, answers[0] if isinstance(answers[0], Exception) else outcome[0])
 
         self._writer.put(write, then)
+
+    def _chunk_finished(self, keys: list[str], inner: Future[ChunkResult], outer: Future[ChunkResult]) -> None:
+        if inner.cancelled():
+            outer.cancel()
+            return
+        error = inner.exception()
+        if error is not None and not isinstance(error, ItemError):
+            resolve(outer, error)
+            return
+        if error is None:
+            values, errors = inner.result().values, inner.result().errors
+        else:  # the chunk failed as one (its stage failed): every element did
+            values, errors = [None] * len(keys), {k: copy.copy(error) for k in range(len(keys))}
+        writes = [
+            self._failure(key, errors[k]) if k in errors else Write(key, State.DONE, values[k])
+            for k, key in enumerate(keys)
+        ]
+
+        def then(answers: list[int | Exception]) -> None:
+            refused = next((a for a in answers if isinstance(a, Exception)), None)
+            resolve(outer, refused if refused is not None else ChunkResult(values, errors))
+
+        self._writer.put(writes, then)
 
     def _failure(self, key: str, error: BaseException) -> Write:
         if isinstance(error, ItemError):
@@ -240,73 +311,11 @@ def _error_dict(error: Exception) -> dict[str, Any]:
     return {"type": type(error).__name__, "message": str(error) or type(error).__name__}
 
 
-def _resolve(future: Future[Any], outcome: Any) -> None:
+def resolve(future: Future[Any], outcome: Any) -> None:
+    """Set ``outcome`` (a value, or an exception to raise) on ``future`` unless it was cancelled."""
     if future.set_running_or_notify_cancel():
         if isinstance(outcome, BaseException):
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
 
-
-class JournaledMap:
-    """``map``'s ``submit(item, index)`` over a `JournaledRunner`: done and failed items are
-    answered from the journal, the rest run and are recorded.
-
-    `feed` must wrap the items ``map`` reads: it adds their keys to the journal in batches and
-    remembers each one's record, in order, for the ``submit`` call that follows.
-
-    Args:
-        runner: submits and records.
-        key: the items' keys: a function of the item, or a sequence aligned with the items;
-            None uses the item's position.
-        retry_failed: run failed items again instead of answering their stored error.
-    """
-
-    def __init__(self, runner: JournaledRunner, key: Keys, *, retry_failed: bool = False) -> None:
-        self._runner = runner
-        self._key_fn = key if callable(key) else None
-        self._keys = iter(key) if key is not None and not callable(key) else None
-        self._retry_failed = retry_failed
-        self._known: deque[tuple[str, Record | None]] = deque()
-
-    def feed(self, items: Iterator[Any]) -> Iterator[Any]:
-        index = 0
-        while batch := list(itertools.islice(items, _ADD_BATCH)):
-            keys = [self._key(item, index + k) for k, item in enumerate(batch)]
-            existing = self._runner.store.add(keys)
-            self._known.extend((k, existing.get(k)) for k in keys)
-            index += len(batch)
-            yield from batch
-
-    def __call__(self, item: Any, index: int) -> Future[Any]:
-        key, record = self._known.popleft()
-        if record is None or record.state in (State.QUEUED, State.RUNNING):
-            return self._runner.submit(item, key, index)
-        if record.state is State.DONE:
-            if record.result_stored:
-                return _answered(record.result)
-            # Done, but its result was too large for this journal to keep: compute it again for
-            # the caller; the journal already says done (final), so it is not touched.
-            return self._runner.engine_submit(item, key, index, None)
-        if record.state is State.FAILED:
-            error = record.item_error()
-            assert error is not None
-            if self._retry_failed or isinstance(error, _NOT_THE_ITEMS_FAULT):
-                return self._runner.submit(item, key, index)
-            error.index = index
-            return _answered(error)
-        cancelled = f"item {key!r} was cancelled in journal namespace {record.run!r}; use another key or namespace"
-        return _answered(JournalError(cancelled))
-
-    def _key(self, item: Any, index: int) -> str:
-        if self._key_fn is not None:
-            return str(self._key_fn(item))
-        if self._keys is not None:
-            return str(next(self._keys))
-        return str(index)
-
-
-def _answered(outcome: Any) -> Future[Any]:
-    future: Future[Any] = Future()
-    _resolve(future, outcome)
-    return future

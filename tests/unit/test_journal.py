@@ -1,4 +1,8 @@
-"""The SQLite job journal: states, stored results, paging, threads, and a SIGKILLed writer."""
+"""The job journal: states, stored results, paging, threads, and a SIGKILLed writer.
+
+Tests taking ``journal`` or ``make`` run on every backend: SQLite, and PostgreSQL where
+``PARAPIPE_TEST_POSTGRES`` names a server (``.ci/postgres`` starts one); the rest read the
+SQLite file itself."""
 
 from __future__ import annotations
 
@@ -43,8 +47,8 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def journal(path: Path) -> Journal:
-    with Journal(path) as journal:
+def journal(make: Any) -> Journal:
+    with make() as journal:
         yield journal
 
 
@@ -66,7 +70,7 @@ def _run_to_done(journal: Journal, key: str, result: Any) -> None:
 # -- opening -------------------------------------------------------------------------------------
 
 
-def test_file_is_in_wal_mode(journal: Journal, path: Path) -> None:
+def test_file_is_in_wal_mode(sqlite_journal: Journal, path: Path) -> None:
     assert _raw(path, "PRAGMA journal_mode") == [("wal",)]
 
 
@@ -143,8 +147,8 @@ def test_payload_count_must_match_keys(journal: Journal) -> None:
         journal.add(["a"], payloads=[1, 2])
 
 
-def test_runs_are_separate_namespaces_in_one_file(path: Path) -> None:
-    with Journal(path, run="asr") as asr, Journal(path, run="vad") as vad:
+def test_runs_are_separate_namespaces_in_one_file(make: Any) -> None:
+    with make(run="asr") as asr, make(run="vad") as vad:
         asr.add(["x"])
         vad.add(["x"])
         _run_to_done(asr, "x", "text")
@@ -165,11 +169,11 @@ def test_runs_are_separate_namespaces_in_one_file(path: Path) -> None:
         None,
     ],
 )
-def test_plain_json_results_are_stored_as_json(journal: Journal, path: Path, result: Any) -> None:
-    journal.add(["a"])
-    _run_to_done(journal, "a", result)
+def test_plain_json_results_are_stored_as_json(sqlite_journal: Journal, path: Path, result: Any) -> None:
+    sqlite_journal.add(["a"])
+    _run_to_done(sqlite_journal, "a", result)
 
-    record = journal.get("a")
+    record = sqlite_journal.get("a")
     assert record.result == result
     assert record.result_stored
     assert _raw(path, "SELECT result_kind FROM items") == [("json",)]
@@ -186,11 +190,11 @@ def test_plain_json_results_are_stored_as_json(journal: Journal, path: Path, res
     ],
     ids=["set", "tuple", "int-key", "nan", "enum"],
 )
-def test_values_json_would_change_are_pickled(journal: Journal, path: Path, result: Any) -> None:
-    journal.add(["a"])
-    _run_to_done(journal, "a", result)
+def test_values_json_would_change_are_pickled(sqlite_journal: Journal, path: Path, result: Any) -> None:
+    sqlite_journal.add(["a"])
+    _run_to_done(sqlite_journal, "a", result)
 
-    stored = journal.get("a").result
+    stored = sqlite_journal.get("a").result
     assert type(stored) is type(result)
     assert repr(stored) == repr(result)
     assert _raw(path, "SELECT result_kind FROM items") == [("pickle",)]
@@ -207,8 +211,8 @@ def test_numpy_result_roundtrips(journal: Journal) -> None:
 
 
 @pytest.mark.parametrize("result", ["x" * 2_000, np.zeros(1_000)], ids=["json", "pickle"])
-def test_a_result_over_the_limit_is_not_stored(path: Path, result: Any) -> None:
-    with Journal(path, max_result_bytes=1_000) as journal:
+def test_a_result_over_the_limit_is_not_stored(make: Any, result: Any) -> None:
+    with make(max_result_bytes=1_000) as journal:
         journal.add(["a"])
         _run_to_done(journal, "a", result)
         record = journal.get("a")
@@ -330,8 +334,8 @@ def test_requeue_failed_puts_failed_items_back_in_the_queue(journal: Journal) ->
 # -- resume --------------------------------------------------------------------------------------
 
 
-def test_pending_after_a_crash_returns_queued_and_running_failed_stays_failed(path: Path) -> None:
-    crashed = Journal(path)
+def test_pending_after_a_crash_returns_queued_and_running_failed_stays_failed(make: Any) -> None:
+    crashed = make()
     crashed.add([f"k{i}" for i in range(6)])
     _run_to_done(crashed, "k0", 0)
     crashed.mark_running("k1")  # in flight when the parent died
@@ -342,7 +346,7 @@ def test_pending_after_a_crash_returns_queued_and_running_failed_stays_failed(pa
     crashed.mark_cancelled("k4")
     # k5 never started. The crash: this connection is simply never closed.
 
-    with Journal(path) as resumed:
+    with make() as resumed:
         assert [r.key for r in resumed.pending()] == ["k1", "k5"]  # a failure had its retries
         assert [r.key for r in resumed.pending(include_failed=True)] == ["k1", "k2", "k3", "k5"]
         assert resumed.mark_running("k1") == 2
@@ -400,7 +404,7 @@ def test_a_journal_killed_mid_write_is_readable_and_consistent(path: Path) -> No
 # -- threads, paging, clock ----------------------------------------------------------------------
 
 
-def test_threads_marking_different_keys_concurrently(journal: Journal, path: Path) -> None:
+def test_threads_marking_different_keys_concurrently(journal: Journal, make: Any) -> None:
     per_thread = 50
     keys = [[f"t{t}-{i}" for i in range(per_thread)] for t in range(4)]
     journal.add([k for chunk in keys for k in chunk])
@@ -424,7 +428,7 @@ def test_threads_marking_different_keys_concurrently(journal: Journal, path: Pat
     assert errors == []
     assert journal.counts()[State.DONE] == 4 * per_thread
     assert all(r.result == r.key.upper() and r.attempts == 1 for r in journal.records(limit=None))
-    with Journal(path) as reader:  # another connection sees every commit
+    with make() as reader:  # another connection sees every commit
         assert reader.counts() == journal.counts()
 
 
@@ -444,9 +448,9 @@ def test_records_are_paged_in_insertion_order(journal: Journal) -> None:
         journal.records(offset=-1)
 
 
-def test_injected_clock_gives_exact_timestamps(path: Path) -> None:
+def test_injected_clock_gives_exact_timestamps(make: Any) -> None:
     clock = FakeClock(100.0)
-    with Journal(path, clock=clock) as journal:
+    with make(clock=clock) as journal:
         journal.add(["a"])
         clock.now = 105.0
         journal.mark_running("a")
@@ -500,9 +504,40 @@ def test_apply_refuses_an_unstorable_value_alone(journal: Journal) -> None:
     assert [journal.get(k).state for k in "ab"] == [State.RUNNING, State.DONE]  # type: ignore[union-attr]
 
 
-def test_no_result_limit_stores_a_large_result(path: Path) -> None:
+def test_no_result_limit_stores_a_large_result(make: Any) -> None:
     big = b"x" * (3 << 20)
-    with Journal(path, max_result_bytes=None) as journal:
+    with make(max_result_bytes=None) as journal:
         _run_to_done(journal, "k", big)
         record = journal.get("k")
     assert record is not None and record.result_stored and record.result == big
+
+
+_SCHEMA_V1 = """
+CREATE TABLE items (seq INTEGER PRIMARY KEY, run TEXT NOT NULL, key TEXT NOT NULL, state TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0, retryable INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL,
+    started REAL, finished REAL, error TEXT, result_kind TEXT, result BLOB, payload_kind TEXT, payload BLOB,
+    UNIQUE (run, key));
+CREATE INDEX items_by_state ON items (run, state, seq);
+CREATE TABLE attempts (run TEXT NOT NULL, key TEXT NOT NULL, attempt INTEGER NOT NULL, state TEXT NOT NULL,
+    error TEXT, started REAL, finished REAL, PRIMARY KEY (run, key, attempt));
+INSERT INTO items (run, key, state, attempts, created, started, finished, result_kind, result)
+    VALUES ('default', 'a', 'done', 2, 1, 3, 4, 'json', '7');
+INSERT INTO items (run, key, state, attempts, created, started) VALUES ('default', 'b', 'running', 1, 1, 2);
+INSERT INTO attempts VALUES ('default', 'a', 1, 'interrupted', NULL, 1, 2);
+INSERT INTO attempts VALUES ('default', 'a', 2, 'done', NULL, 3, 4);
+INSERT INTO attempts VALUES ('default', 'b', 1, 'running', NULL, 2, NULL);
+PRAGMA user_version = 1;
+"""
+
+
+def test_a_version_1_file_is_upgraded_with_its_history(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.executescript(_SCHEMA_V1)
+    conn.close()
+
+    with Journal(path) as journal:
+        assert journal.get("a").result == 7
+        assert [(e["attempt"], e["state"]) for e in journal.attempt_log("a")] == [(1, "interrupted"), (2, "done")]
+        assert journal.claim(["b"]) == {}  # a v1 running item has no lease: a crashed run's
+        assert [(e["attempt"], e["state"]) for e in journal.attempt_log("b")] == [(1, "interrupted"), (2, "running")]
+    assert _raw(path, "PRAGMA user_version") == [(2,)]
