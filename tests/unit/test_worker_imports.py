@@ -1,0 +1,76 @@
+"""A worker imports only what a worker needs: every module it loads is paid again by every start,
+restart and replica added, before ``setup()`` can run.
+
+Fresh interpreters, since this one has long imported the engine for other tests.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ENGINE_SIDE = (
+    "parapipe.engine",
+    "parapipe.journal",
+    "parapipe.recovery",
+    "parapipe.service",
+    "parapipe.audio",
+    "parapipe.cli",
+    "asyncio",
+    "sqlite3",
+    "tqdm",
+    "psutil",
+    "numpy",
+)
+
+
+def _loaded(code: str, tmp_path: Path) -> set[str]:
+    """The modules of ``ENGINE_SIDE`` (or under them) loaded once ``code`` has run in a fresh interpreter."""
+    script = tmp_path / "probe.py"
+    script.write_text(code)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    modules = done.stdout.split()
+    return {m for m in modules if any(m == heavy or m.startswith(heavy + ".") for heavy in ENGINE_SIDE)}
+
+
+def test_the_worker_module_imports_no_engine_side_module(tmp_path: Path) -> None:
+    code = "import sys\nimport parapipe.worker.child\nprint('\\n'.join(sys.modules))\n"
+    assert _loaded(code, tmp_path) == set()
+
+
+def test_a_running_worker_has_imported_no_engine_side_module(tmp_path: Path) -> None:
+    """The real start: spawn re-imports the user's script (``import parapipe as pp``) and unpickles
+    the stage; the stage reports what its process holds once ``setup()`` has run."""
+    code = (
+        "import sys\n"
+        "import parapipe as pp\n"
+        "class Probe(pp.Stage):\n"
+        "    def setup(self):\n"
+        "        self.modules = list(sys.modules)\n"
+        "    def process(self, item):\n"
+        "        return self.modules\n"
+        "if __name__ == '__main__':\n"
+        "    with pp.Engine(Probe()) as engine:\n"
+        "        print('\\n'.join(engine.run(0)))\n"
+    )
+    assert _loaded(code, tmp_path) == set()
+
+
+def test_lazy_names_resolve_to_their_objects_and_claim_the_public_module(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "import parapipe as pp\n"
+        "assert 'parapipe.engine' not in sys.modules and 'parapipe.graph' not in sys.modules\n"
+        "from parapipe.engine import Engine\n"
+        "from parapipe.graph import Parallel, Pipeline\n"
+        "assert pp.Engine is Engine and pp.Pipeline is Pipeline and pp.Parallel is Parallel\n"
+        "assert Engine.__module__ == Pipeline.__module__ == Parallel.__module__ == 'parapipe'\n"
+        "import parapipe.stage\n"
+        "assert callable(pp.stage) and pp.stage.__module__ == 'parapipe', pp.stage\n"
+        "assert set(pp.__all__) <= set(dir(pp))\n"
+    )
+    assert _loaded(code, tmp_path) == set()
