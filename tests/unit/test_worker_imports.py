@@ -26,20 +26,24 @@ ENGINE_SIDE = (
 )
 
 
-def _loaded(code: str, tmp_path: Path) -> set[str]:
-    """The modules of ``ENGINE_SIDE`` (or under them) loaded once ``code`` has run in a fresh interpreter."""
+def _run(code: str, tmp_path: Path) -> str:
+    """Run ``code`` as a script in a fresh interpreter; its standard output."""
     script = tmp_path / "probe.py"
     script.write_text(code)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode == 0, done.stderr
-    modules = done.stdout.split()
-    return {m for m in modules if any(m == heavy or m.startswith(heavy + ".") for heavy in ENGINE_SIDE)}
+    return done.stdout
+
+
+def _engine_side(modules: str) -> set[str]:
+    """The modules of ``ENGINE_SIDE`` (or under them) among ``modules``, one name a line."""
+    return {m for m in modules.split() if any(m == heavy or m.startswith(heavy + ".") for heavy in ENGINE_SIDE)}
 
 
 def test_the_worker_module_imports_no_engine_side_module(tmp_path: Path) -> None:
     code = "import sys\nimport parapipe.worker.child\nprint('\\n'.join(sys.modules))\n"
-    assert _loaded(code, tmp_path) == set()
+    assert _engine_side(_run(code, tmp_path)) == set()
 
 
 def test_a_running_worker_has_imported_no_engine_side_module(tmp_path: Path) -> None:
@@ -57,7 +61,7 @@ def test_a_running_worker_has_imported_no_engine_side_module(tmp_path: Path) -> 
         "    with pp.Engine(Probe()) as engine:\n"
         "        print('\\n'.join(engine.run(0)))\n"
     )
-    assert _loaded(code, tmp_path) == set()
+    assert _engine_side(_run(code, tmp_path)) == set()
 
 
 def test_lazy_names_resolve_to_their_objects_and_claim_the_public_module(tmp_path: Path) -> None:
@@ -69,8 +73,10 @@ def test_lazy_names_resolve_to_their_objects_and_claim_the_public_module(tmp_pat
         "from parapipe.graph import Parallel, Pipeline\n"
         "assert pp.Engine is Engine and pp.Pipeline is Pipeline and pp.Parallel is Parallel\n"
         "assert Engine.__module__ == Pipeline.__module__ == Parallel.__module__ == 'parapipe'\n"
+        "import pickle\n"
+        "assert pickle.loads(pickle.dumps(Pipeline)) is Pipeline  # found again through parapipe.Pipeline\n"
         "import parapipe.stage\n"
         "assert callable(pp.stage) and pp.stage.__module__ == 'parapipe', pp.stage\n"
         "assert set(pp.__all__) <= set(dir(pp))\n"
     )
-    assert _loaded(code, tmp_path) == set()
+    _run(code, tmp_path)
