@@ -80,3 +80,28 @@ def test_lazy_names_resolve_to_their_objects_and_claim_the_public_module(tmp_pat
         "assert set(pp.__all__) <= set(dir(pp))\n"
     )
     _run(code, tmp_path)
+
+
+CORE = {"errors", "config", "context", "progress", "batching", "resources", "stage", "graph", "journal"}
+ABOVE_THE_WORKER = {"scheduler", "pools", "mapper", "recovery", "autotune", "engine", "cli", "runner", "_apps", "_demo"}
+
+
+def test_the_core_and_the_worker_layer_import_nothing_above_them() -> None:
+    """docs/architecture.md's layers, read from the source: core <- worker <- the rest. Every
+    import statement counts, lazy ones included (a worker would pay for it when it runs)."""
+    from tests.unit.test_layers import _import_graph
+
+    def layer(module: str) -> str:
+        name = module.removeprefix("parapipe.")
+        top = name.split(".")[0]
+        if module == "parapipe" or top in ABOVE_THE_WORKER or top in ("service", "audio"):
+            return "above"
+        if top == "worker":
+            return "worker"
+        assert name in CORE or top == "transport", f"{module}: place it in a layer here and in docs/architecture.md"
+        return "core"
+
+    rank = {"core": 0, "worker": 1, "above": 2}
+    graph = _import_graph()
+    upward = {(m, t) for m, targets in graph.items() for t in targets if rank[layer(t)] > rank[layer(m)]}
+    assert upward == set()
