@@ -66,7 +66,7 @@ class SegmentArena:
 
     def store(self, data: memoryview) -> str:
         """Write ``data`` (one-dimensional, bytes) into a new segment and return its name."""
-        name = self._prefix + os.urandom(8).hex()
+        name = self._prefix + os.urandom(8).hex()  # not `secrets`: it loads OpenSSL in every worker
         path = os.path.join(SHM_DIR, name)
         reused = self._take_free(data.nbytes) or (self._spare.take() if self._spare is not None else None)
         # A new name for old pages: a stale message naming the old one finds nothing.
