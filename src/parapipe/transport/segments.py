@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
 import threading
 from collections.abc import Iterable
 
@@ -67,7 +66,7 @@ class SegmentArena:
 
     def store(self, data: memoryview) -> str:
         """Write ``data`` (one-dimensional, bytes) into a new segment and return its name."""
-        name = self._prefix + secrets.token_hex(8)
+        name = self._prefix + os.urandom(8).hex()  # not `secrets`: it loads OpenSSL in every worker
         path = os.path.join(SHM_DIR, name)
         reused = self._take_free(data.nbytes) or (self._spare.take() if self._spare is not None else None)
         # A new name for old pages: a stale message naming the old one finds nothing.
@@ -221,7 +220,7 @@ class _Spares:
             st = os.statvfs(SHM_DIR)
             if st.f_bavail * st.f_frsize < _SPARE_HEADROOM * nbytes:
                 return None
-            path = os.path.join(SHM_DIR, self._prefix + secrets.token_hex(4))
+            path = os.path.join(SHM_DIR, self._prefix + os.urandom(4).hex())
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         except OSError:
             return None
