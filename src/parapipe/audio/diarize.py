@@ -27,7 +27,9 @@ import numpy as np
 
 __all__ = ["HOP_SECONDS", "MERGE_THRESHOLD", "WINDOW_SECONDS", "Diarization", "cluster", "diarize"]
 
-WINDOW_SECONDS = 1.5
+WINDOW_SECONDS = 1.0
+"""Shorter windows see short turns (1 s answers) whole; on the generated conversations 1.0 s
+gave a lower DER than 1.2 or 1.5 s, at half the encoder time of a 0.25 s hop."""
 HOP_SECONDS = 0.5
 MERGE_THRESHOLD = 0.88
 """Clusters whose centroids are this alike are one voice. On our corpora the eigengap splits
@@ -95,15 +97,15 @@ def cluster(
     merged: the eigengap over-splits a real voice whose windows vary with the words spoken.
     """
     n = len(vectors)
-    most = min(n, num_speakers or max_speakers or MAX_SPEAKERS)
-    if n < 3 or most == 1:
+    if n < 3:
         return np.arange(n) if num_speakers and num_speakers >= n else np.zeros(n, int)
     values, vectors_k = _spectrum(vectors)
     if num_speakers is not None:
-        k = most
+        k = min(num_speakers, n)
     else:
-        gaps = values[:most] / np.maximum(values[1 : most + 1], 1e-10)
-        k = min_speakers - 1 + int(np.argmax(gaps[min_speakers - 1 :])) + 1
+        candidates = min(MAX_SPEAKERS, n - 1)  # the gap after the last one needs one more eigenvalue
+        gaps = values[:candidates] / np.maximum(values[1 : candidates + 1], 1e-10)
+        k = int(np.clip(int(np.argmax(gaps)) + 1, min_speakers, max_speakers or n))
     if k == 1:
         return np.zeros(n, int)
     from scipy.cluster.vq import kmeans2
