@@ -23,8 +23,9 @@ from .voices import DEFAULT_THRESHOLD, VoiceRegistry
 
 __all__ = ["Speaker"]
 
-IDENTIFY_SECONDS = 20.0
-"""Speech of each voice embedded for the registry: enough for a steady voiceprint."""
+IDENTIFY_SECONDS = 10.0
+"""Speech of each voice embedded for the registry: as long as two enrolment clips, enough for
+a steady voiceprint; more only costs encoder time."""
 
 
 class Speaker(pp.Stage):
