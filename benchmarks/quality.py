@@ -68,7 +68,7 @@ def der(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar: float = C
     keep = np.ones(n, bool)
     for start, stop, _ in reference:
         for edge in (start, stop):
-            keep[max(0, int(round((edge - collar) / FRAME))) : int(round((edge + collar) / FRAME))] = False
+            keep[max(0, round((edge - collar) / FRAME)) : round((edge + collar) / FRAME)] = False
     ref, hyp = ref[:, keep], hyp[:, keep]
     overlap = ref.astype(np.int64) @ hyp.T.astype(np.int64)  # ref x hyp frames spoken by both
     rows, cols = linear_sum_assignment(-overlap) if overlap.size else ([], [])
@@ -87,7 +87,7 @@ def _activity(turns: Sequence[Turn], names: list[str], n: int) -> np.ndarray:
     """Speakers x frames, True where the speaker talks."""
     out = np.zeros((len(names), n), bool)
     for start, stop, name in turns:
-        out[names.index(name), int(round(start / FRAME)) : int(round(stop / FRAME))] = True
+        out[names.index(name), round(start / FRAME) : round(stop / FRAME)] = True
     return out
 
 

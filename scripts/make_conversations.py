@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_corpus import ENROLL_SENTENCES, SPEAKERS, TEST_SENTENCES, _Synth  # noqa: E402
+from make_corpus import ENROLL_SENTENCES, SPEAKERS, TEST_SENTENCES, _Synth
 
 RATE = 16_000
 REAL_DIR = Path("/usr/share/pocketsphinx/test/data")

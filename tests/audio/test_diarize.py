@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ def test_two_speakers_without_pauses_get_their_turns_text_and_gender(
     merged = merge_result({"transcribe": transcriber.process(clip), "speaker": speakers,
                            "gender_age": gender_stage.process(clip)})
     reference = _reference(conversations, "two_mf")
-    assert max(b["start"] - a["end"] for a, b in zip(reference, reference[1:])) <= 0.2  # no pauses
+    assert max(b["start"] - a["end"] for a, b in itertools.pairwise(reference)) <= 0.2  # no pauses
     assert merged["speakers"] == ["alan", "carol"]  # both enrolled: named, not unknown-N
     assert len(merged["turns"]) == len(reference)
     for found, truth in zip(merged["turns"], reference, strict=True):
@@ -137,7 +138,7 @@ def test_real_speech_two_men_are_told_apart_and_short_clips_have_a_gender(
         pytest.skip("Debian's pocketsphinx-testdata is not installed: apt-get install pocketsphinx-testdata")
     stage = Speaker()
     stage.setup()
-    clip, result = analyse("real_two_a", stage)
+    _, result = analyse("real_two_a", stage)
     reference = [(t["start"], t["end"], t["speaker"]) for t in _reference(conversations, "real_two_a")]
     found = [(t["start"], t["end"], t["speaker"]) for t in result["turns"]]
     assert len(result["speakers"]) == 2 and _quality().der(reference, found)["der"] <= 0.20

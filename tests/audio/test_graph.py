@@ -120,3 +120,15 @@ def test_engine_runs_the_graph_in_workers(corpus: Corpus, voices_db: Path) -> No
     assert (good["speaker"], good["gender"], good["error"]) == ("carol", "female", None)
     assert isinstance(bad, pp.StageError)
     assert bad.to_dict()["exc_type"].endswith("NotAudio")
+
+
+def test_stream_messages_carry_the_turns_in_stream_time() -> None:
+    pytest.importorskip("starlette")
+    from parapipe.audio.serving import Utterance, final_message, segment_message
+
+    utterance = Utterance(index=0, start=10.0, end=14.0, pcm=b"")
+    merged = merge_result({"transcribe": TRANSCRIPT, "speaker": SPEAKERS, "gender_age": VOICE})
+    message = segment_message(utterance, {"result": merged})
+    assert [(t["start"], t["end"], t["speaker"], t["text"]) for t in message["turns"]] == [
+        (10.0, 11.5, "ann", "hi there"), (11.5, 14.0, "unknown-1", "bye now")]
+    assert final_message([message], 14.0)["turns"] == message["turns"]

@@ -21,6 +21,7 @@ clusters (enrolled voices, stable ``unknown-N``) is the voice registry's job, in
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,7 +72,7 @@ def diarize(
             embed) goes to the nearest turn's speaker.
     """
     if len(spans) == 0:
-        return Diarization([], np.zeros((0, vectors.shape[1] if vectors.ndim == 2 else 0), np.float32))
+        return Diarization([], np.zeros((0, vectors.shape[-1]), np.float32))
     labels = cluster(vectors, num_speakers=num_speakers, min_speakers=min_speakers,
                      max_speakers=max_speakers, threshold=threshold)
     labels = _fold_small(vectors, labels, _min_windows(), num_speakers or min_speakers)
@@ -215,7 +216,7 @@ def _label_grid(
 def _smooth(owner: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """Absorb runs shorter than `MIN_TURN_SECONDS` into a neighbour, shortest run first."""
     owner = owner.copy()
-    min_steps = int(round(MIN_TURN_SECONDS / GRID_SECONDS))
+    min_steps = round(MIN_TURN_SECONDS / GRID_SECONDS)
     while True:
         runs = _runs(owner, steps)
         if len(runs) < 2:
@@ -233,7 +234,7 @@ def _runs(owner: np.ndarray, steps: np.ndarray) -> list[tuple[int, int]]:
     """``[first, last)`` index ranges of equal labels, broken also at pauses of a second or more."""
     breaks = np.flatnonzero((owner[1:] != owner[:-1]) | (np.diff(steps) > 1.0)) + 1
     edges = [0, *breaks.tolist(), len(owner)]
-    return [(a, b) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+    return [(a, b) for a, b in itertools.pairwise(edges) if b > a]
 
 
 def _turns(

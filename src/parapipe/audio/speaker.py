@@ -18,7 +18,7 @@ import numpy as np
 import parapipe as pp
 
 from .clip import SAMPLE_RATE, AudioClip, branch_result, require_setup
-from .diarize import MERGE_THRESHOLD, HOP_SECONDS, JOIN_GAP_SECONDS, WINDOW_SECONDS, diarize
+from .diarize import HOP_SECONDS, JOIN_GAP_SECONDS, MERGE_THRESHOLD, WINDOW_SECONDS, diarize
 from .voices import DEFAULT_THRESHOLD, VoiceRegistry
 
 __all__ = ["Speaker"]
@@ -41,7 +41,8 @@ class Speaker(pp.Stage):
             labelled None and the registry is never written.
         num_speakers: the number of speakers when known; None finds it.
         min_speakers, max_speakers: bounds on the number found.
-        cluster_threshold: within-file similarity at which windows count as one voice.
+        cluster_threshold: centroid similarity at which two clusters of one file are joined
+            as one voice (`parapipe.audio.diarize.MERGE_THRESHOLD`).
         window, hop: seconds of each embedded window, and between window starts.
     """
 
@@ -74,8 +75,9 @@ class Speaker(pp.Stage):
         self.voices = None if voices is None else os.fspath(voices)
         self.threshold = threshold
         self.learn_unknown = learn_unknown
-        self.speaker_counts = {"num_speakers": num_speakers, "min_speakers": min_speakers,
-                               "max_speakers": max_speakers}
+        self.num_speakers = num_speakers
+        self.min_speakers = min_speakers
+        self.max_speakers = max_speakers
         self.cluster_threshold = cluster_threshold
         self.window = window
         self.hop = hop
@@ -99,7 +101,8 @@ class Speaker(pp.Stage):
         registry = require_setup(self._registry, self)
         regions = item.speech_regions()
         spans, vectors = self._embedder.embed_windows(item.audio, regions, self.window, self.hop)
-        found = diarize(spans, vectors, regions, threshold=self.cluster_threshold, **self.speaker_counts)
+        found = diarize(spans, vectors, regions, num_speakers=self.num_speakers, min_speakers=self.min_speakers,
+                        max_speakers=self.max_speakers, threshold=self.cluster_threshold)
         names = [self._name(registry, self._voiceprint(item, found.turns, k, centroid))
                  for k, centroid in enumerate(found.centroids)]
         turns = _join([{"start": s, "end": e, "speaker": names[k][0], "score": names[k][1]}
