@@ -112,6 +112,16 @@ def test_in_process_analysis_of_the_dialogue(
     assert set(merged["timings"]) == {"decode", "vad", "transcribe", "speaker", "gender_age"}
 
 
+def test_analysis_graph_passes_the_speaker_counts() -> None:
+    require_audio_extra()
+    from parapipe.graph import map_stages
+
+    stages: list[Any] = []
+    map_stages(analysis_graph(plan=None, min_speakers=2, max_speakers=3), lambda s: stages.append(s) or s)
+    speaker = next(s for s in stages if s.stage_name == "speaker")
+    assert (speaker.num_speakers, speaker.min_speakers, speaker.max_speakers) == (None, 2, 3)
+
+
 @pytest.mark.slow
 def test_engine_runs_the_graph_in_workers(corpus: Corpus, voices_db: Path) -> None:
     files = [str(corpus.path("test/carol_1.wav")), str(corpus.path("broken/text.mp3"))]

@@ -38,6 +38,9 @@ def analysis_graph(
     compute_type: str = "int8",
     plan: str | None = "throughput",
     cores: int | None = None,
+    num_speakers: int | None = None,
+    min_speakers: int = 1,
+    max_speakers: int | None = None,
 ) -> Any:
     """The full per-file analysis as a `parapipe.Pipeline` (see the module diagram).
 
@@ -52,6 +55,8 @@ def analysis_graph(
             ``"latency"`` (one file at a time: whisper gets every core), or None to keep one
             single-thread worker per stage (e.g. to let ``cpus="auto"`` measure).
         cores: cores to plan for (default: those this process may use).
+        num_speakers, min_speakers, max_speakers: passed to `Speaker`; give them whenever
+            you know them (a fixed count, or bounds on the count found per file).
     """
     import parapipe as pp
 
@@ -66,7 +71,8 @@ def analysis_graph(
         Segment(),
         pp.Parallel(
             transcribe=Transcribe(model, language=language, beam_size=beam_size, compute_type=compute_type),
-            speaker=Speaker(voices),
+            speaker=Speaker(voices, num_speakers=num_speakers, min_speakers=min_speakers,
+                            max_speakers=max_speakers),
             gender_age=GenderAge(age_model),
             merge=merge_result,
         ),
