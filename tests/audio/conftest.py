@@ -142,3 +142,17 @@ def gender_stage() -> Any:
     stage = GenderAge()
     stage.setup()
     return stage
+
+
+CONVERSATIONS = ("two_mf", "two_mm", "three", "monologue_60s", "real_two_a")
+"""The scripts/make_conversations.py conversations the tests use (benchmarks/quality.py runs all)."""
+
+
+@pytest.fixture(scope="session")
+def conversations(corpus: Corpus, tmp_path_factory: pytest.TempPathFactory) -> Corpus:
+    """Conversations with reference turns (labels in ``.labels["conversations"]``); the real
+    ones only where Debian's pocketsphinx-testdata is installed."""
+    out = tmp_path_factory.mktemp("conversations")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_conversations.py"), str(out),
+                    "--only", *CONVERSATIONS], check=True, capture_output=True)
+    return Corpus(out, json.loads((out / "conversations.json").read_text()))

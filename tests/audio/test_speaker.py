@@ -68,7 +68,7 @@ def test_two_speaker_file_gets_a_label_per_turn(
 ) -> None:
     result = speaker.process(clips["multi/two_speakers.wav"])
     turns = corpus.labels["files"]["multi/two_speakers.wav"]["turns"]
-    assert [s["speaker"] for s in result["segments"]] == [t["speaker"] for t in turns]
+    assert [s["speaker"] for s in result["turns"]] == [t["speaker"] for t in turns]
     assert result["speakers"] == ["alan", "carol"]
     assert result["speaker"] == "alan"  # most speech time
 

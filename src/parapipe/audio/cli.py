@@ -28,6 +28,9 @@ def register(sub: Any) -> None:
     analyze.add_argument("--model", help="whisper model: a name (tiny, small, large-v3, ...) or a local path")
     analyze.add_argument("--age-model", help="ONNX age/gender model (default: age is null)")
     analyze.add_argument("--language", help="spoken language code (default: detect)")
+    analyze.add_argument("--num-speakers", type=int, help="speakers per file, when known (default: find)")
+    analyze.add_argument("--min-speakers", type=int, default=1, help="at least this many speakers per file")
+    analyze.add_argument("--max-speakers", type=int, help="at most this many speakers per file")
     analyze.add_argument("--journal", help="SQLite journal: rerunning the same command resumes")
     analyze.add_argument("--glob", default="*.*", help="file pattern inside directories (default: *.*)")
     analyze.add_argument("--plan", choices=["throughput", "latency", "auto"], default=None,
@@ -58,7 +61,8 @@ def _analyze(args: argparse.Namespace) -> int:
         raise pp.ConfigError(f"no audio files found in {args.paths}")
     plan = args.plan or ("latency" if len(paths) == 1 else "throughput")
     graph = analysis_graph(args.model, args.voices, args.age_model, language=args.language,
-                           plan=None if plan == "auto" else plan)  # fmt: skip
+                           plan=None if plan == "auto" else plan, num_speakers=args.num_speakers,
+                           min_speakers=args.min_speakers, max_speakers=args.max_speakers)  # fmt: skip
     auto = plan == "auto"
     out = open(args.out, "a", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 - closed below
     failed = 0

@@ -18,6 +18,9 @@ from .clip import SAMPLE_RATE
 
 __all__ = ["MIN_SPEECH_SECONDS", "VoiceEmbedder"]
 
+_FRAME_SECONDS = 0.01
+"""resemblyzer's mel hop: one frame per 10 ms."""
+
 MIN_SPEECH_SECONDS = 0.5
 """Below this much voiced audio a d-vector is mostly noise; such a segment gets no voiceprint."""
 
@@ -58,3 +61,42 @@ class VoiceEmbedder:
         if len(wav) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
             return None
         return np.asarray(self._encoder.embed_utterance(wav), dtype=np.float32)
+
+    def embed_windows(
+        self, audio: np.ndarray, regions: tuple[tuple[float, float], ...], window: float, hop: float
+    ) -> tuple[list[tuple[float, float]], np.ndarray]:
+        """Voiceprints of sliding windows over each speech region, for diarization.
+
+        Unlike `embed`, pauses are kept: a window's place in the file must stay exact. A
+        region shorter than ``window`` (but at least `MIN_SPEECH_SECONDS`) is one window.
+        Returns the windows' ``(start, end)`` seconds and an ``(n, 256)`` array of L2-normalised
+        voiceprints; windows of the same length go through the encoder as one batch.
+        """
+        import torch
+        from resemblyzer import audio as rz_audio
+
+        size, step = round(window / _FRAME_SECONDS), round(hop / _FRAME_SECONDS)
+        spans: list[tuple[float, float]] = []
+        batches: dict[int, list[np.ndarray]] = {}
+        order: dict[int, list[int]] = {}
+        for start, end in regions:
+            samples = np.asarray(audio[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)], np.float32)
+            if len(samples) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
+                continue
+            mel = rz_audio.wav_to_mel_spectrogram(rz_audio.normalize_volume(samples, -30, increase_only=True))
+            length = min(size, len(mel))
+            last = len(mel) - length
+            offsets = list(range(0, last + 1, step))
+            if offsets[-1] != last:
+                offsets.append(last)
+            for offset in offsets:
+                order.setdefault(length, []).append(len(spans))
+                batches.setdefault(length, []).append(mel[offset : offset + length])
+                spans.append((round(start + offset * _FRAME_SECONDS, 3),
+                              round(start + (offset + length) * _FRAME_SECONDS, 3)))
+        vectors = np.zeros((len(spans), 256), np.float32)
+        with torch.no_grad():
+            for length, mels in batches.items():
+                vectors[order[length]] = self._encoder(torch.from_numpy(np.stack(mels))).numpy()
+        return spans, vectors
+

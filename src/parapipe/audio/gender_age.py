@@ -32,7 +32,7 @@ import parapipe as pp
 
 from .clip import SAMPLE_RATE, AudioClip, branch_result, require_setup
 
-__all__ = ["GenderAge", "acoustic_gender"]
+__all__ = ["GenderAge", "acoustic_gender", "gender_between", "voice_track"]
 
 F0_BOUNDARY_HZ = 165.0
 FORMANT_BOUNDARY_HZ = 1100.0
@@ -40,12 +40,21 @@ F0_WEIGHT = 1.0
 """Logit per semitone of median F0 above the boundary."""
 FORMANT_WEIGHT = 0.3
 """Logit per 100 Hz of formant dispersion above the boundary."""
-MIN_VOICED_SECONDS = 0.3
+MIN_VOICED_SECONDS = 0.25
+"""Below this much voiced speech (about two syllables) gender is None: nothing to measure."""
 FULL_CONFIDENCE_SECONDS = 2.0
 """Less voiced speech than this scales the confidence down proportionally."""
 _HOP = 512
 """32 ms frames. With 0.25-semitone pitch bins this makes pyin 7x cheaper than its default
 (0.1 semitone, 16 ms); the median F0 moves by under 1 Hz."""
+_VOICING_BETA = (1.5, 5.0)
+"""pyin's prior over YIN thresholds (mean 0.23). librosa's default, (2, 18) with mean 0.1,
+wants a periodicity dip that clean or synthetic speech reaches but real microphone speech
+with noise and reverberation often does not: on pocketsphinx's "ten of clubs" (1.1 s, a
+clear male voice at 110 Hz) it voiced no frame at all, hence ``gender: null``."""
+_QUIET_DB = 35.0
+"""Frames this far below the loudest one are breath or background, never voiced: the looser
+voicing prior would otherwise find pitch in noise."""
 _LPC_FRAME = 512
 """32 ms: short enough for the vocal tract to be still within one LPC frame."""
 
@@ -56,7 +65,8 @@ class GenderAge(pp.Stage):
     Args:
         age_model: path of an ONNX age/gender model, or None for ``age: None``.
         age_options: keyword arguments for `OnnxAgeGender` (output names, scale, labels).
-        max_seconds: analyse at most this much speech; the estimate settles within seconds.
+        max_seconds: analyse at most this much speech; None (the default) analyses all of it,
+            so that every speaker turn, however late in the file, gets its own gender.
     """
 
     name = "gender_age"
@@ -67,7 +77,7 @@ class GenderAge(pp.Stage):
         age_model: str | os.PathLike[str] | None = None,
         *,
         age_options: dict[str, Any] | None = None,
-        max_seconds: float = 30.0,
+        max_seconds: float | None = None,
     ) -> None:
         self.age_model = None if age_model is None else os.fspath(age_model)
         if self.age_model is not None and not os.path.isfile(self.age_model):
@@ -91,10 +101,9 @@ class GenderAge(pp.Stage):
     def process(self, item: AudioClip) -> dict[str, Any]:
         start = time.perf_counter()
         require_setup(self._ready or None, self)
+        track = voice_track(item, self.max_seconds)
+        result = {**gender_between(track), "gender_source": "acoustic", "age": None, "voice_track": track}
         speech = item.speech(self.max_seconds)
-        cues = _frame_cues(speech)
-        result = {**_decide(cues, slice(None)), "gender_source": "acoustic", "age": None,
-                  "segments": _per_segment(item, cues, self.max_seconds)}
         if self._model is not None and len(speech) >= MIN_VOICED_SECONDS * SAMPLE_RATE:
             predicted = self._model.predict(speech)
             result["age"] = predicted["age"]
@@ -125,8 +134,11 @@ def _frame_cues(speech: np.ndarray) -> _Cues:
 
     if len(speech) < 1024:
         return _Cues(np.zeros(0), np.zeros(0, bool), np.zeros(0))
-    f0, voiced, _ = librosa.pyin(speech, fmin=60.0, fmax=500.0, sr=SAMPLE_RATE,
-                                 frame_length=1024, hop_length=_HOP, resolution=0.25)
+    f0, voiced, _ = librosa.pyin(speech, fmin=60.0, fmax=500.0, sr=SAMPLE_RATE, frame_length=1024,
+                                 hop_length=_HOP, resolution=0.25, beta_parameters=_VOICING_BETA)
+    rms = librosa.feature.rms(y=speech, frame_length=1024, hop_length=_HOP)[0][: len(voiced)]
+    voiced &= rms >= rms.max() * 10 ** (-_QUIET_DB / 20)
+    f0 = np.where(voiced, f0, np.nan)
     frames = librosa.util.frame(speech, frame_length=_LPC_FRAME, hop_length=_HOP).T
     window = np.hamming(_LPC_FRAME)
     spacing = np.full(len(voiced), np.nan)
@@ -164,23 +176,37 @@ def _decide(cues: _Cues, frames: slice) -> dict[str, Any]:
     }
 
 
-def _per_segment(item: AudioClip, cues: _Cues, max_seconds: float) -> list[dict[str, Any]]:
-    """Gender of each speech segment, from the frames of the one analysis of all speech.
+def voice_track(item: AudioClip, max_seconds: float | None = None) -> dict[str, list[float]]:
+    """The voiced frames of the speech: file time, F0 and formant dispersion of each.
 
-    `merge_result` gives each speaker turn the gender of its segment, so a dialogue
-    between a man and a woman is not reported as one voice.
+    The GenderAge branch runs beside the speaker branch and cannot know its turns, so it
+    returns this compact track (three floats per voiced 32 ms frame) and `merge_result`
+    decides each turn's gender from the frames inside it with `gender_between`.
     """
-    out, offset, limit = [], 0, int(max_seconds * SAMPLE_RATE)
+    track: dict[str, list[float]] = {"time": [], "f0": [], "spacing": []}
+    budget = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     for start, end in item.speech_regions():
-        length = len(item.cut(start, end))
-        if offset >= limit:
+        samples = item.cut(start, end)
+        if budget is not None:
+            samples = samples[:budget]
+            budget -= len(samples)
+        cues = _frame_cues(samples)
+        for i in np.flatnonzero(cues.voiced):
+            track["time"].append(round(start + i * _HOP / SAMPLE_RATE, 3))
+            track["f0"].append(round(float(cues.f0[i]), 1))
+            track["spacing"].append(round(float(cues.spacing[i]), 1) if np.isfinite(cues.spacing[i]) else float("nan"))
+        if budget is not None and budget <= 0:
             break
-        decided = _decide(cues, slice(offset // _HOP, (offset + length) // _HOP))
-        out.append({"start": start, "end": end, "gender": decided["gender"],
-                    "gender_confidence": decided["gender_confidence"],
-                    "f0_median": decided["f0_median"]})
-        offset += length
-    return out
+    return track
+
+
+def gender_between(track: dict[str, list[float]], start: float = 0.0, end: float = float("inf")) -> dict[str, Any]:
+    """Gender, confidence and cues from the voiced frames of ``track`` in ``[start, end)``."""
+    times = np.asarray(track["time"], dtype=np.float64)
+    inside = (times >= start) & (times < end)
+    f0 = np.asarray(track["f0"], dtype=np.float64)[inside]
+    spacing = np.asarray(track["spacing"], dtype=np.float64)[inside]
+    return _decide(_Cues(f0, np.ones(len(f0), bool), spacing), slice(None))
 
 
 def _lpc_formants(coefficients: np.ndarray) -> np.ndarray:

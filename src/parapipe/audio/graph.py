@@ -38,6 +38,9 @@ def analysis_graph(
     compute_type: str = "int8",
     plan: str | None = "throughput",
     cores: int | None = None,
+    num_speakers: int | None = None,
+    min_speakers: int = 1,
+    max_speakers: int | None = None,
 ) -> Any:
     """The full per-file analysis as a `parapipe.Pipeline` (see the module diagram).
 
@@ -52,6 +55,8 @@ def analysis_graph(
             ``"latency"`` (one file at a time: whisper gets every core), or None to keep one
             single-thread worker per stage (e.g. to let ``cpus="auto"`` measure).
         cores: cores to plan for (default: those this process may use).
+        num_speakers, min_speakers, max_speakers: passed to `Speaker`; give them whenever
+            you know them (a fixed count, or bounds on the count found per file).
     """
     import parapipe as pp
 
@@ -66,7 +71,8 @@ def analysis_graph(
         Segment(),
         pp.Parallel(
             transcribe=Transcribe(model, language=language, beam_size=beam_size, compute_type=compute_type),
-            speaker=Speaker(voices),
+            speaker=Speaker(voices, num_speakers=num_speakers, min_speakers=min_speakers,
+                            max_speakers=max_speakers),
             gender_age=GenderAge(age_model),
             merge=merge_result,
         ),
@@ -93,7 +99,9 @@ def merge_result(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """One JSON-ready dict per file from the branch results ``{branch_name: result}``.
 
     Branches are recognised by what they return, not by their names, so any subset of
-    Transcribe / Speaker / GenderAge merges; missing parts are None.
+    Transcribe / Speaker / GenderAge merges; missing parts are None. ``turns`` are the
+    speaker turns, each with the words Whisper timed inside it and the gender of its own
+    voiced frames; ``segments`` are Whisper's segments with the speaker that overlaps most.
     """
     if not results:
         raise ValueError("merge_result needs at least one branch result")
@@ -104,6 +112,8 @@ def merge_result(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     timings: dict[str, float] = {}
     for result in results.values():
         timings.update(result.get("timings", {}))
+    track = voice.get("voice_track")
+    turns = _turns(transcript.get("segments"), speakers.get("turns"), track)
     return {
         "file": any_branch["file"],
         "duration": round(any_branch["duration"], 3),
@@ -114,8 +124,8 @@ def merge_result(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
         "gender": voice.get("gender"),
         "gender_confidence": voice.get("gender_confidence"),
         "age": voice.get("age"),
-        "segments": _with_gender(_segments(transcript.get("segments"), speakers.get("segments")),
-                                 voice.get("segments")),
+        "turns": turns,
+        "segments": _segments(transcript.get("segments"), speakers.get("turns"), track),
         "timings": timings,
         "error": None,
     }
@@ -125,59 +135,62 @@ def _branch(results: Mapping[str, Mapping[str, Any]], key: str) -> Mapping[str, 
     return next((r for r in results.values() if key in r), {})
 
 
-def _segments(
-    spoken: list[dict[str, Any]] | None, turns: list[dict[str, Any]] | None
+def _turns(
+    spoken: list[dict[str, Any]] | None, turns: list[dict[str, Any]] | None, track: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
-    """Timed text with speaker labels.
+    """Speaker turns with their own text and gender.
 
-    With word times, the words are split at the speaker turns, so a Whisper segment that
-    spans a change of speaker is divided correctly. Without them, each Whisper segment takes
-    the speaker it overlaps most.
+    Each Whisper word goes to the turn its midpoint falls in (or the nearest one), so a
+    Whisper segment spanning a change of speaker is divided at the change. Without word
+    times (``Transcribe(word_timestamps=False)``) a whole segment goes to the turn it
+    overlaps most. Without a transcript, ``text`` is None.
     """
     if not turns:
-        return [_segment(s["start"], s["end"], s["text"], None) for s in spoken or []]
-    if spoken is None:
-        return [_segment(t["start"], t["end"], None, t["speaker"]) for t in turns]
-    words = [w for s in spoken for w in s.get("words", [])]
-    if words or not spoken:
-        return _split_words(words, turns)
-    return [_segment(s["start"], s["end"], s["text"], _overlapping(s, turns)) for s in spoken]
+        return []
+    texts: list[list[str]] | None = None
+    if spoken is not None:
+        texts = [[] for _ in turns]
+        for segment in spoken:
+            words = segment.get("words")
+            pieces = words if words else [[segment["start"], segment["end"], segment["text"]]]
+            for start, end, word in pieces:
+                texts[_nearest((start + end) / 2, turns)].append(word)
+    return [{"start": round(t["start"], 2), "end": round(t["end"], 2),
+             "speaker": t["speaker"], "text": None if texts is None else " ".join(texts[i]),
+             **_gender(track, t["start"], t["end"])}
+            for i, t in enumerate(turns)]
 
 
-def _split_words(words: list[list[Any]], turns: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Give each word to the turn nearest its midpoint; turns that got no words are dropped."""
-    texts: list[list[str]] = [[] for _ in turns]
-    for start, end, word in words:
-        middle = (start + end) / 2
-        nearest = min(range(len(turns)), key=lambda i: _distance(middle, turns[i]))
-        texts[nearest].append(word)
-    return [_segment(t["start"], t["end"], " ".join(ws), t["speaker"])
-            for t, ws in zip(turns, texts, strict=True) if ws]
-
-
-def _distance(time: float, turn: Mapping[str, Any]) -> float:
-    """0 inside the turn, else the distance to its nearer edge."""
-    return max(turn["start"] - time, time - turn["end"], 0.0)
-
-
-def _overlapping(
-    segment: Mapping[str, Any], others: list[dict[str, Any]], key: str = "speaker"
-) -> Any:
-    """``key`` of the segment in ``others`` that overlaps ``segment`` most (None if none)."""
-
-    def overlap(other: Mapping[str, Any]) -> float:
-        return min(segment["end"], other["end"]) - max(segment["start"], other["start"])
-
-    best = max(others, key=overlap, default=None)
-    return best[key] if best is not None and overlap(best) > 0 else None
-
-
-def _with_gender(
-    segments: list[dict[str, Any]], voiced: list[dict[str, Any]] | None
+def _segments(
+    spoken: list[dict[str, Any]] | None, turns: list[dict[str, Any]] | None, track: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
-    """Each segment's gender from the GenderAge segment it overlaps most."""
-    return [{**s, "gender": _overlapping(s, voiced or [], "gender")} for s in segments]
+    """Whisper's timed segments, each with the speaker it overlaps most and its gender."""
+    return [{"start": round(s["start"], 2), "end": round(s["end"], 2), "text": s["text"],
+             "speaker": _overlapping(s, turns or []),
+             "gender": _gender(track, s["start"], s["end"])["gender"]}
+            for s in spoken or []]
 
 
-def _segment(start: float, end: float, text: str | None, speaker: str | None) -> dict[str, Any]:
-    return {"start": round(start, 2), "end": round(end, 2), "text": text, "speaker": speaker}
+def _nearest(time: float, turns: list[dict[str, Any]]) -> int:
+    """Index of the turn holding ``time``, else of the turn nearest to it."""
+    return min(range(len(turns)), key=lambda i: max(turns[i]["start"] - time, time - turns[i]["end"], 0.0))
+
+
+def _overlapping(segment: Mapping[str, Any], turns: list[dict[str, Any]]) -> Any:
+    """Speaker of the turn that overlaps ``segment`` most (None if none does)."""
+
+    def overlap(turn: Mapping[str, Any]) -> float:
+        return min(segment["end"], turn["end"]) - max(segment["start"], turn["start"])
+
+    best = max(turns, key=overlap, default=None)
+    return best["speaker"] if best is not None and overlap(best) > 0 else None
+
+
+def _gender(track: dict[str, Any] | None, start: float, end: float) -> dict[str, Any]:
+    """``gender`` and ``gender_confidence`` of the voiced frames between two times."""
+    if track is None:
+        return {"gender": None, "gender_confidence": None}
+    from .gender_age import gender_between
+
+    decided = gender_between(track, start, end)
+    return {"gender": decided["gender"], "gender_confidence": decided["gender_confidence"]}

@@ -10,10 +10,10 @@ Live speech over ``WS /v1/stream``: PCM16 in, one result per utterance out as ea
 
     client -> binary frames: 16 kHz mono signed 16-bit little-endian PCM, any chunk size
     client -> text {"type": "end"}: no more audio
-    server -> {"type": "segment", "index", "start", "end", "text", "speaker", "gender", ...}
+    server -> {"type": "segment", "index", "start", "end", "text", "speaker", "gender", "turns", ...}
               as soon as an utterance is analysed (times in seconds from the stream's start)
     server -> {"type": "error", "index", "start", "end", "error": {...}} for an utterance that failed
-    server -> {"type": "final", "duration", "text", "speakers", "segments", "utterances", "errors"}
+    server -> {"type": "final", "duration", "text", "speakers", "turns", "segments", "utterances", "errors"}
               then the server closes the connection
 
 How an utterance is found: every `STEP_SECONDS` of new audio, the speech stage's own VAD
@@ -229,12 +229,13 @@ def segment_message(u: Utterance, reply: dict[str, Any]) -> dict[str, Any]:
     result = reply["result"]
     if not isinstance(result, dict):
         return {**base, "result": result}
-    segments = [
-        {**s, "start": round(u.start + s["start"], 2), "end": round(u.start + s["end"], 2)}
-        for s in result.get("segments") or []
-    ]
+    timed = {
+        key: [{**s, "start": round(u.start + s["start"], 2), "end": round(u.start + s["end"], 2)}
+              for s in result.get(key) or []]
+        for key in ("turns", "segments")
+    }
     fields = ("text", "speaker", "speakers", "gender", "gender_confidence", "age", "language")
-    return {**base, **{k: result.get(k) for k in fields}, "segments": segments}
+    return {**base, **{k: result.get(k) for k in fields}, **timed}
 
 
 def final_message(messages: list[dict[str, Any]], duration: float) -> dict[str, Any]:
@@ -246,6 +247,7 @@ def final_message(messages: list[dict[str, Any]], duration: float) -> dict[str, 
         "duration": round(duration, 3),
         "text": " ".join(m["text"] for m in ok if m.get("text")),
         "speakers": sorted(speakers),
+        "turns": [t for m in ok for t in m.get("turns", [])],
         "segments": [s for m in ok for s in m.get("segments", [])],
         "utterances": len(messages),
         "errors": len(messages) - len(ok),
