@@ -107,6 +107,8 @@ class _Writer:
         self._store = store
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
+        self.failure: str | None = None
+        """Why the thread stopped before `close`, if it did; its owner reports itself not ready."""
         self._thread = threading.Thread(target=self._loop, name=f"parapipe-journal-{store.run}", daemon=True)
         self._thread.start()
 
@@ -123,6 +125,15 @@ class _Writer:
         self._thread.join()
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # supervised: recorded for readiness, never silent
+            self.failure = f"the journal writer stopped: {type(exc).__name__}: {exc}"
+            self._closed = True
+            log.critical("%s", self.failure, exc_info=True)
+            raise
+
+    def _serve(self) -> None:
         while True:
             entries = [self._queue.get()]
             while len(entries) < _WRITE_BATCH:
@@ -143,9 +154,33 @@ class _Writer:
         except JournalError as exc:  # the file itself failed (disk full, closed): every write did
             log.error("%s", exc)
             answers = [exc] * len(writes)
+        except Exception:  # a value the journal cannot encode (too deep): apply them one by one
+            answers = [self._apply_alone(w) for w in writes]
+        answers = [self._unstorable(w, a) if isinstance(a, JournalError) else a for w, a in zip(writes, answers)]
         for (_, then), answer in zip(entries, answers, strict=True):
             if then is not None:
-                then(answer)
+                try:
+                    then(answer)
+                except Exception:  # one caller's callback must not stop every later write
+                    log.exception("a journal write's callback raised")
+
+    def _apply_alone(self, write: Write) -> int | JournalError:
+        try:
+            return self._store.apply([write])[0]
+        except Exception as exc:
+            return JournalError(f"cannot store the outcome of {write.key!r}: {type(exc).__name__}: {exc}")
+
+    def _unstorable(self, write: Write, refused: JournalError) -> int | JournalError:
+        """A result the journal refused fails its item with that reason, so the item does not
+        stay *running* for ever (and run again on every restart); other refusals stand."""
+        if write.state is not State.DONE:
+            return refused
+        error = {"type": "ResultNotStorable", "message": f"the result could not be stored: {refused}"}
+        try:
+            self._store.apply([Write(write.key, State.FAILED, error=error, retryable=False)])
+        except Exception as exc:
+            log.error("item %r: %s, and its failure could not be recorded either: %s", write.key, refused, exc)
+        return refused
 
 
 class JournaledRunner:
@@ -197,6 +232,11 @@ class JournaledRunner:
     def close(self) -> None:
         """Apply the queued writes and stop the writer; later outcomes are not recorded."""
         self._writer.close()
+
+    @property
+    def failure(self) -> str | None:
+        """Why the writer thread stopped unasked (None while it runs): outcomes are no longer recorded."""
+        return self._writer.failure
 
     def _finished(self, key: str, inner: Future[Any], outer: Future[Any]) -> None:
         """In the reader thread: queue the outcome's write; the writer resolves ``outer``."""

@@ -225,8 +225,18 @@ class StagePool:
                 if task is not None:
                     msg = f"item cannot be sent to a worker: {exc}"
                     dropped.append((task, False, StageError(self.name, msg, exc_type="ItemNotPicklable")))
+        try:
+            encoded = self._encode((kind, keep))
+        except Exception as exc:  # pickles alone, not in the message (recursion depth): fail them all
+            encoded = self._encode((kind, []))
+            for tid, _ in keep:
+                with self._lock:
+                    task = r.inflight.pop(tid, None)
+                if task is not None:
+                    msg = f"item cannot be sent to a worker: {exc}"
+                    dropped.append((task, False, StageError(self.name, msg, exc_type="ItemNotPicklable")))
         self._settle(dropped)
-        return self._encode((kind, keep))
+        return encoded
 
     # -- what the replicas report (from their reader threads) --------------------------------
 

@@ -109,7 +109,11 @@ def dump_results(results: list[Result], encode: Any = dumps, unmapped: list[str]
     try:
         return encode((RESULTS, results, unmapped or []))
     except Exception:  # any pickling failure is reported per item below
-        return encode((RESULTS, [_picklable(r) for r in results], unmapped or []))
+        rows = [_picklable(r) for r in results]
+    try:
+        return encode((RESULTS, rows, unmapped or []))
+    except Exception as exc:  # each pickles alone, not together (recursion depth): fail them all
+        return encode((RESULTS, [(r[0], False, unsendable(r[2], exc), *r[3:]) for r in rows], unmapped or []))
 
 
 def unsendable(value: Any, exc: Exception) -> ExcInfo:
