@@ -29,6 +29,7 @@ are unique within a run. `JobStore` is the part of it that a journaled ``map`` n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -324,6 +325,31 @@ class Journal:
         """Cancel a queued or running item; it is never run again."""
         self._apply_strict(Write(key, State.CANCELLED))
 
+    def prune(self, finished_before: float) -> list[str]:
+        """Drop the payloads of every finished and cancelled item, delete those finished before
+        ``finished_before`` (a `time.time`), and give the space back to the file system when
+        much was freed; returns the deleted keys. Keeps a long-running service's file bounded."""
+        final = ("done", "failed", "cancelled")
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE items SET payload = NULL, payload_kind = NULL WHERE run = ? AND state IN (?, ?, ?) "
+                "AND payload IS NOT NULL",
+                (self.run, *final),
+            )
+            rows = conn.execute(
+                "SELECT key FROM items WHERE run = ? AND state IN (?, ?, ?) AND COALESCE(finished, created) < ?",
+                (self.run, *final, finished_before),
+            ).fetchall()
+            keys = [str(r[0]) for r in rows]
+            conn.executemany("DELETE FROM attempts WHERE run = ? AND key = ?", [(self.run, k) for k in keys])
+            conn.executemany("DELETE FROM items WHERE run = ? AND key = ?", [(self.run, k) for k in keys])
+        with self._lock, _translated(self.path):
+            conn = self._connection()
+            free, total = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("freelist_count", "page_count"))
+            if self.path != ":memory:" and free * 2 > total:
+                conn.execute("VACUUM")
+        return keys
+
     def requeue_failed(self) -> int:
         """Put every failed item of the run back in the queue; returns how many.
 
@@ -524,6 +550,12 @@ def format_counts(store: Journal) -> str:
 
 def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     """Open the file, switch it to WAL and make sure the tables exist and are ours."""
+    if path != ":memory:" and not path.startswith("file:"):
+        # Created owner-only (SQLite gives its -wal and -shm files the same mode): items and
+        # results are the users' data.
+        with _translated(path), contextlib.suppress(FileNotFoundError, PermissionError):
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.chmod(path, 0o600)
     # isolation_level=None: we issue BEGIN ourselves, so each method is exactly one transaction.
     conn = sqlite3.connect(
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
