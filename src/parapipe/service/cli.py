@@ -17,6 +17,8 @@ from .config import (
     ADMIN_KEYS_ENV,
     API_KEYS_ENV,
     DEFAULT_BODY_TIMEOUT,
+    DEFAULT_CONNECTION_BYTES,
+    DEFAULT_CONNECTION_ITEMS,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
@@ -24,6 +26,7 @@ from .config import (
     DEFAULT_JOURNAL,
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_MAX_INFLIGHT_BYTES,
     DEFAULT_MAX_QUEUE,
     DEFAULT_PORT,
@@ -100,6 +103,15 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, help="seconds a body may pause between chunks"
+    )
+    parser.add_argument(
+        "--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES, help="largest request line and headers"
+    )
+    parser.add_argument(
+        "--connection-items", type=int, default=DEFAULT_CONNECTION_ITEMS, help="queued items per WebSocket"
+    )
+    parser.add_argument(
+        "--connection-bytes", type=int, default=DEFAULT_CONNECTION_BYTES, help="unanswered item bytes per WebSocket"
     )
     parser.add_argument("--cors-origin", action="append", default=[], dest="cors_origins", metavar="ORIGIN")
     parser.add_argument("--allowed-host", action="append", default=None, dest="allowed_hosts", metavar="HOST")

@@ -172,6 +172,9 @@ class ServiceConfig:
             max_connections=args.max_connections,
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
+            max_header_bytes=args.max_header_bytes,
+            connection_items=args.connection_items,
+            connection_bytes=args.connection_bytes,
         )
 
     def served_hosts(self) -> tuple[str, ...] | None:
