@@ -102,9 +102,10 @@ def parse_json(text: str | bytes) -> Any:
     pickle and json, in whichever thread meets the item next."""
     try:
         doc = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
-        raise BadRequest(f'the body is not valid JSON ({reason}); send {{"item": <any JSON>}}') from None
+    except RecursionError:
+        raise BadRequest(f"the item is nested deeper than the limit of {MAX_ITEM_DEPTH} levels", status=422) from None
+    except ValueError as exc:
+        raise BadRequest(f'the body is not valid JSON ({exc}); send {{"item": <any JSON>}}') from None
     check_item(doc)
     return doc
 
