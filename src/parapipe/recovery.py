@@ -156,7 +156,9 @@ class _Writer:
             answers = [exc] * len(writes)
         except Exception:  # a value the journal cannot encode (too deep): apply them one by one
             answers = [self._apply_alone(w) for w in writes]
-        answers = [self._unstorable(w, a) if isinstance(a, JournalError) else a for w, a in zip(writes, answers)]
+        answers = [
+            self._unstorable(w, a) if isinstance(a, JournalError) else a for w, a in zip(writes, answers, strict=True)
+        ]
         for (_, then), answer in zip(entries, answers, strict=True):
             if then is not None:
                 try:

@@ -61,7 +61,9 @@ def test_the_command_line_and_python_build_the_same_config(monkeypatch: pytest.M
         insecure=True,
         engine_options={"start_method": "forkserver"},
     )
-    assert flags.api_keys == ("k1-0123456789abcdef", "env-key-0123456789") and flags.cors_origins == ("https://a.example",)
+    assert flags.api_keys == ("k1-0123456789abcdef", "env-key-0123456789") and flags.cors_origins == (
+        "https://a.example",
+    )
     assert "k1-0123456789abcdef" not in repr(flags) and "env-key-0123456789" not in repr(flags)
 
 

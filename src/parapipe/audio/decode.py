@@ -137,7 +137,8 @@ def _from_pcm16(item: Mapping[str, Any], max_seconds: float) -> AudioClip:
     _check_length(name, len(pcm) // (2 * channels) / rate, max_seconds)
     _check_work(name, len(pcm) // (2 * channels), channels, rate, max_seconds)
     samples = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)
-    blocks = (samples[i : i + _BLOCK_FRAMES].astype(np.float32) / 32768.0 for i in range(0, len(samples), _BLOCK_FRAMES))
+    starts = range(0, len(samples), _BLOCK_FRAMES)
+    blocks = (samples[i : i + _BLOCK_FRAMES].astype(np.float32) / 32768.0 for i in starts)
     mono, _ = _downmix_blocks(blocks, rate)
     return _clip(name, mono, SAMPLE_RATE)
 
@@ -209,7 +210,8 @@ def _check_work(name: str, frames: int, channels: int, rate: int, max_seconds: f
     if frames * channels > budget or rate > MAX_NATIVE_RATE:
         raise AudioTooLong(
             name, f"{channels} channels at {rate} Hz for {frames / rate:.1f} s is more audio than the limit "
-            f"({max_seconds:g} s of {MAX_CHANNELS} channels at up to {MAX_NATIVE_RATE} Hz); downmix or resample it first",
+            f"({max_seconds:g} s of {MAX_CHANNELS} channels at up to {MAX_NATIVE_RATE} Hz); "
+            "downmix or resample it first",
         )
 
 

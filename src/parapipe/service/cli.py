@@ -126,7 +126,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     from .server import serve
 
     if args.api_keys:
-        log.warning("--api-key shows the key to every user of this machine (ps); use --api-key-file or %s", API_KEYS_ENV)
+        log.warning(
+            "--api-key shows the key to every user of this machine (ps); use --api-key-file or %s", API_KEYS_ENV
+        )
     config = ServiceConfig.from_args(args)
     serve(load_cli_graph(args.graph), config, args.host, args.port, fd=args.fd, log_level=args.log_level)
     return 0

@@ -15,10 +15,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..journal import State
 from .config import MAX_LONG_POLL
 from .dashboard import dashboard_html
+from .errors import scrub_paths
 from .jobs import job_view
 from .metrics import CONTENT_TYPE, render
 from .runtime import Service
-from .errors import scrub_paths
 from .security import caller_owner, check_key
 
 __all__ = ["MAX_OFFSET", "api", "public"]

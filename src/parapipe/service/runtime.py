@@ -46,9 +46,7 @@ class _Slot:
         self.kept = True
 
 
-def retry_after_seconds(
-    inflight: int, stages: dict[str, dict[str, Any]], workers: list[dict[str, Any]]
-) -> float:
+def retry_after_seconds(inflight: int, stages: dict[str, dict[str, Any]], workers: list[dict[str, Any]]) -> float:
     """Seconds until ``inflight`` accepted items are likely through the slowest stage: its busy
     seconds per item (measured) over its worker count, times the queue; 1 before any measure."""
     per_item = []
