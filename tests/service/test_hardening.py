@@ -152,6 +152,16 @@ def test_bodies_in_flight_are_bounded_in_bytes(gated_small: Server) -> None:
             sock.close()
 
 
+def test_queued_jobs_hold_their_bytes_in_the_same_budget(gated_small: Server, gates: Gates) -> None:
+    assert httpx.post(gated_small.url + "/v1/jobs", json={"item": gates.item("block")}).status_code == 202
+    gates.entered("block")  # the one worker is busy: the jobs below wait in the queue, bodies and all
+    octets = {"content-type": "application/octet-stream"}
+    statuses = [
+        httpx.post(gated_small.url + "/v1/jobs", content=b"x" * 900_000, headers=octets).status_code for _ in range(3)
+    ]
+    assert statuses == [202, 202, 429]  # --max-inflight-bytes is 2 MiB
+
+
 def _inflight(server: Server) -> int:
     return int(httpx.get(server.url + "/v1/status").json()["service"]["inflight"])
 

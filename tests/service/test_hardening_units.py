@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import parapipe as pp
-from parapipe.journal import Journal, State
+from parapipe.journal import Journal, State, Write
+from parapipe.recovery import JournaledRunner
 from parapipe.service import ServiceConfig
 from parapipe.service.errors import BadRequest, ResultNotSerializable, public_error, scrub_paths
 from parapipe.service.jobs import MAX_INTERRUPTIONS, Admission, JobManager
@@ -82,3 +87,45 @@ def test_errors_shown_to_clients_carry_no_server_paths() -> None:
     assert scrub_paths(message) == "No such file or directory: 'x.onnx' (File \"a.py\")"
     shown = public_error({"type": "E", "message": message, "traceback": "t", "stage": "s"})
     assert "/srv" not in shown["message"] and "traceback" not in shown
+
+
+class _Fatal(BaseException):
+    pass
+
+
+class _DyingStore:
+    """A job store whose writes end the writer thread (a bug below the runner's own handling)."""
+
+    run = "t"
+
+    def add(self, keys: Any, *, payloads: Any = None) -> dict[str, Any]:
+        return {}
+
+    def apply(self, writes: Any) -> list[Any]:
+        raise _Fatal("the store broke")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_journal_writer_that_stops_is_reported_not_silent() -> None:
+    runner = JournaledRunner(_DyingStore(), lambda item, key, index, on_retry: Future())  # type: ignore[arg-type]
+    done = threading.Event()
+    runner._writer.put(Write("k", State.RUNNING), lambda _: done.set())
+    runner._writer._thread.join(30)
+    assert runner.failure is not None and "the store broke" in runner.failure
+    assert not done.is_set()
+
+
+def test_a_job_dispatcher_that_stops_is_reported(tmp_path: Path) -> None:
+    jobs = _manager(tmp_path)
+
+    async def main() -> None:
+        async def broken() -> None:
+            raise RuntimeError("dispatcher bug")
+
+        task = asyncio.get_running_loop().create_task(broken())
+        task.add_done_callback(jobs._dispatcher_ended)
+        await asyncio.gather(task, return_exceptions=True)
+
+    asyncio.run(main())
+    assert jobs.health() is not None and "dispatcher bug" in str(jobs.health())
+    jobs.close()

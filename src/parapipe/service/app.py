@@ -69,7 +69,7 @@ def app_for(service: Service) -> FastAPI:
     app.include_router(api)
     app.add_api_websocket_route("/v1/stream", _stream)
     _add_error_handlers(app)
-    _add_middleware(app, service.config)
+    _add_middleware(app, service)
     return app
 
 
@@ -80,12 +80,13 @@ async def _stream(websocket: WebSocket) -> None:
         await service.adapter.ws_session(ConnectionHost(service), websocket)
 
 
-def _add_middleware(app: FastAPI, config: ServiceConfig) -> None:
+def _add_middleware(app: FastAPI, service: Service) -> None:
     """Outermost last: the origin guard sees every request first, then the body limit."""
+    config = service.config
     app.add_middleware(
         BodyLimit,
         max_bytes=config.max_body_bytes,
-        max_inflight_bytes=config.max_inflight_bytes,
+        budget=service.body_bytes,
         body_timeout=config.body_timeout,
     )
     if config.cors_origins:

@@ -40,7 +40,7 @@ from ..journal import Journal, Record, State
 from ..recovery import JournaledRunner
 from .errors import JobConflict, JobNotFound, Overloaded, error_body, public_error
 from .owners import Owners
-from .payloads import to_jsonable
+from .payloads import ByteBudget, to_jsonable
 
 __all__ = ["MAX_INTERRUPTIONS", "Admission", "JobManager", "job_view"]
 
@@ -85,8 +85,12 @@ class Admission:
 class JobManager:
     """The journal-backed job queue of one service (see the module docstring)."""
 
-    def __init__(self, journal: Journal, admission: Admission, owners: Owners | None = None) -> None:
+    def __init__(
+        self, journal: Journal, admission: Admission, owners: Owners | None = None, budget: ByteBudget | None = None
+    ) -> None:
         self.journal = journal
+        self._budget = budget if budget is not None else ByteBudget(2**62)
+        self._sizes: dict[str, int] = {}
         self.owners = owners if owners is not None else Owners(":memory:")
         self.failure: str | None = None
         """Why the dispatcher stopped unasked, if it did: the service then reports itself not ready."""
@@ -175,10 +179,12 @@ class JobManager:
             self._admission.release()
             raise
 
-    def accept(self, item: Any, owner: str = "") -> str:
-        """Journal and queue a job under an admission slot the caller already holds (and hands over)."""
+    def accept(self, item: Any, owner: str = "", size: int = 0) -> str:
+        """Journal and queue a job under an admission slot the caller already holds; ``size``
+        bytes (its body's) the caller holds in the byte budget. The job keeps both until it ends."""
         key = uuid.uuid4().hex
         self.journal.add([key], payloads=[item])
+        self._sizes[key] = size
         self.owners.set(key, owner)
         self._queue[key] = item
         self._wakeup.set()
@@ -269,6 +275,7 @@ class JobManager:
         del self._running[key]
         if future.cancelled() and self._closing:
             self._admission.release()  # the engine cancelled it on shutdown: it resumes next start
+            self._budget.give(self._sizes.pop(key, 0))
             return
         if not future.cancelled() and isinstance(future.exception(), ItemError):
             log.info("job %s failed: %s", key, future.exception())
@@ -277,6 +284,7 @@ class JobManager:
 
     def _settled(self, key: str) -> None:
         self._admission.release()
+        self._budget.give(self._sizes.pop(key, 0))
         event = self._waiters.pop(key, None)
         if event is not None:
             event.set()

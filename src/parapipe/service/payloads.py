@@ -33,11 +33,13 @@ from .config import MAX_ITEM_DEPTH
 from .errors import BadRequest, Overloaded, ResultNotSerializable, error_body
 
 __all__ = [
+    "BODY_BYTES",
     "JSON",
     "MULTIPART",
     "OCTETS",
     "UPLOAD_FIELD",
     "BodyLimit",
+    "ByteBudget",
     "check_item",
     "media_type",
     "parse_json",
@@ -202,23 +204,48 @@ def _jsonable(value: Any) -> Any:
     )
 
 
+class ByteBudget:
+    """Bytes of request bodies held at once: bodies being read, and the items of accepted jobs
+    until they end. Touched only from the event loop thread."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+
+    def take(self, size: int) -> None:
+        """Hold ``size`` more bytes, or raise `Overloaded` (429)."""
+        if size and self.used + size > self.limit:
+            raise Overloaded(
+                f"request bodies and queued jobs hold {self.used} bytes (limit {self.limit}); retry later",
+                retry_after=1,
+            )
+        self.used += size
+
+    def give(self, size: int) -> None:
+        self.used -= size
+
+
+BODY_BYTES = "parapipe_body_bytes"
+"""Key in the request's ``state``: the bytes of its body `BodyLimit` read (a one-element list)."""
+
+
 class BodyLimit:
     """ASGI middleware: bounds what request bodies may hold, before and while they are read.
 
     * A body over ``max_bytes`` gets 413: a declared ``Content-Length`` before a byte is read, a
       chunked one as soon as it passes the limit.
-    * All bodies together hold at most ``max_inflight_bytes`` (a declared length is reserved
-      up front, a chunked body as it arrives, both until its request ends): past it, 429, so
-      twenty half-sent uploads cannot hold a gigabyte between them.
+    * All bodies together hold at most ``budget``'s bytes (a declared length is reserved up
+      front, a chunked body as it arrives, both until its request ends): past it, 429, so twenty
+      half-sent uploads cannot hold a gigabyte between them. Accepted jobs hold their bytes in
+      the same budget until they end (`parapipe.service.jobs`).
     * A body that pauses longer than ``body_timeout`` between two chunks gets 408.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int, max_inflight_bytes: int, body_timeout: float) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, budget: ByteBudget, body_timeout: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        self.max_inflight_bytes = max(max_inflight_bytes, max_bytes)
+        self.budget = budget
         self.body_timeout = body_timeout
-        self.inflight_bytes = 0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -235,15 +262,17 @@ class BodyLimit:
         if reserved > self.max_bytes:
             await _refuse(self._error(), scope, receive, send)
             return
-        if self.inflight_bytes + reserved > self.max_inflight_bytes:
-            await _refuse(self._busy(), scope, receive, send)
+        try:
+            self.budget.take(reserved)
+        except Overloaded as exc:
+            await _refuse(exc, scope, receive, send)
             return
         held = [reserved]
-        self.inflight_bytes += reserved
+        scope.setdefault("state", {})[BODY_BYTES] = held
         try:
             await self.app(scope, self._counting(receive, held), send)
         finally:
-            self.inflight_bytes -= held[0]
+            self.budget.give(held[0])
 
     def _counting(self, receive: Receive, held: list[int]) -> Receive:
         seen = 0
@@ -263,9 +292,7 @@ class BodyLimit:
                 if seen > self.max_bytes:
                     raise self._error()
                 if seen > held[0]:  # chunked, or more than declared: hold what arrived
-                    if self.inflight_bytes + seen - held[0] > self.max_inflight_bytes:
-                        raise self._busy()
-                    self.inflight_bytes += seen - held[0]
+                    self.budget.take(seen - held[0])
                     held[0] = seen
             return message
 
@@ -273,12 +300,6 @@ class BodyLimit:
 
     def _error(self) -> BadRequest:
         return BadRequest(f"the body is larger than the limit of {self.max_bytes} bytes", status=413)
-
-    def _busy(self) -> Overloaded:
-        return Overloaded(
-            f"request bodies already hold {self.inflight_bytes} bytes (limit {self.max_inflight_bytes}); retry later",
-            retry_after=1,
-        )
 
 
 async def _refuse(exc: BadRequest | Overloaded, scope: Scope, receive: Receive, send: Send) -> None:

@@ -18,6 +18,7 @@ from .dashboard import dashboard_html
 from .errors import scrub_paths
 from .jobs import job_view
 from .metrics import CONTENT_TYPE, render
+from .payloads import BODY_BYTES
 from .runtime import Service
 from .security import caller_owner, check_key
 
@@ -142,8 +143,10 @@ async def submit_job(request: Request) -> JSONResponse:
     jobs = service.require_jobs()
     with service.admitted() as slot:  # 429 before reading the body when the queue is full
         item = await service.adapter.read_item(request)
-        key = jobs.accept(item, _owner(request) or "")
-        slot.keep()  # the job holds it until it ends
+        body = getattr(request.state, BODY_BYTES, [0])
+        key = jobs.accept(item, _owner(request) or "", body[0])
+        slot.keep()  # the job holds its slot and its body's bytes until it ends
+        body[0] = 0
     return JSONResponse({"id": key}, status_code=202, headers={"Location": f"/v1/jobs/{key}"})
 
 

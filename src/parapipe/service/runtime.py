@@ -24,7 +24,7 @@ from .config import ServiceConfig
 from .errors import NotReady, RequestTimeout, scrub_paths
 from .jobs import Admission, JobManager, job_view
 from .owners import Owners
-from .payloads import to_jsonable
+from .payloads import ByteBudget, to_jsonable
 
 __all__ = ["Service", "retry_after_seconds"]
 
@@ -79,6 +79,8 @@ class Service:
         self.failure: str | None = None
         self.started_at = time.time()
         self.admission = Admission(config.max_queue)
+        self.body_bytes = ByteBudget(max(config.max_inflight_bytes, config.max_body_bytes))
+        """Bytes of bodies being read and of queued jobs' items (`BodyLimit`, `JobManager`)."""
         self.jobs: JobManager | None = None
         self.on_failure: Callable[[ParapipeError], None] | None = None
         """Called with the error when the engine cannot start; `serve` uses it to exit."""
@@ -93,7 +95,7 @@ class Service:
         self.state, self.failure, self.started_at = "starting", None, time.time()
         self.admission = Admission(self.config.max_queue)
         journal = Journal(self.config.journal_path, run="service", max_result_bytes=self.config.max_body_bytes)
-        self.jobs = JobManager(journal, self.admission, Owners(self.config.journal_path))
+        self.jobs = JobManager(journal, self.admission, Owners(self.config.journal_path), self.body_bytes)
         self.jobs.prune(self.config.job_ttl)
         self.jobs.resume()
         self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="parapipe-prune")
