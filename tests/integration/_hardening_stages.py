@@ -32,6 +32,19 @@ def _load_only_in_worker() -> str:
     return "loaded"
 
 
+def _load_only_in_parent() -> str:
+    if str(os.getpid()) != os.environ.get(PARENT_PID_ENV):
+        raise ValueError("this value cannot be unpickled in a worker")
+    return "loaded"
+
+
+class WorkerUnloadable:
+    """Pickles in the parent; unpickles only there, never in a worker."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_load_only_in_parent, ())
+
+
 class Unloadable:
     """Pickles everywhere; unpickles everywhere but in the test's own (parent) process."""
 

@@ -16,7 +16,7 @@ from parapipe.journal import Journal, State
 from parapipe.recovery import JournaledRunner
 from parapipe.worker.spawn import Deadlines
 
-from ._hardening_stages import PARENT_PID_ENV, UnloadableResult, deep_result, echo, nest
+from ._hardening_stages import PARENT_PID_ENV, UnloadableResult, WorkerUnloadable, deep_result, echo, nest
 
 
 def _outcome(future: Future[Any]) -> str:
@@ -50,6 +50,16 @@ def test_a_result_the_parent_cannot_unpickle_fails_its_item_and_the_reader_survi
         with pytest.raises(pp.WorkerDied):
             engine.submit("bad").result(timeout=60)
         assert engine.submit("good").result(timeout=60) == "good"
+
+
+def test_an_item_a_worker_cannot_unpickle_fails_alone_and_the_worker_lives(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PARENT_PID_ENV, str(os.getpid()))
+    with pp.Engine(echo, start_method="spawn") as engine:
+        futures = [engine.submit(item) for item in (1, WorkerUnloadable(), 2, 3)]  # cheap: packed together
+        with pytest.raises(pp.StageError, match="cannot be unpickled in the worker"):
+            futures[1].result(timeout=60)
+        assert [futures[i].result(timeout=60) for i in (0, 2, 3)] == [1, 2, 3]
+        assert engine.stats()["echo"]["restarts"] == 0
 
 
 def test_the_deadline_thread_survives_a_handler_that_raises() -> None:

@@ -280,6 +280,25 @@ class StagePool:
         self.pump()  # refill the worker before waking anyone: it works while we deliver
         self._settle(final)
 
+    def on_unreadable(self, r: Replica, error: protocol.ExcInfo) -> None:
+        """The worker could not unpickle its oldest message: a lone item fails (a rerun would meet
+        the same bytes); several go back one by one, so only the unreadable one fails."""
+        with self._lock:
+            tids = r.sent[0] if r.sent else []
+            free = r.answered([])
+            if self._deadlines is not None:
+                self._deadlines.disarm(r)
+            tasks = [t for t in (r.inflight.pop(tid, None) for tid in tids) if t is not None]
+            if len(tasks) > 1:
+                for task in tasks:
+                    task.alone = True
+                self._dispatch.requeue(tasks)
+        self._arena.recycle(free)
+        self.pump()
+        if len(tasks) == 1:
+            msg = f"item cannot be unpickled in the worker: {error.type}: {error.message}"
+            self._settle([(tasks[0], False, StageError(self.name, msg, exc_type="ItemNotUnpicklable"))])
+
     def on_exit(self, r: Replica) -> None:
         r.proc.join(timeout=STOP_GRACE)
         exitcode = r.proc.exitcode

@@ -6,6 +6,7 @@ message, not per item (a map `Chunk` is something else: many items as ONE task).
 
     parent -> worker   (TASKS, [(task_id, item), ...]) | (BATCH, [(task_id, item), ...]) | (STOP,)
     worker -> parent   (READY, info) | (FAILED, ExcInfo) | (RESULTS, [Result, ...], unmapped) | (LOG, dict)
+                       | (UNREADABLE, ExcInfo): the oldest task message could not be unpickled
 
 ``unmapped`` names the shared-memory segments the worker stopped mapping since its last
 RESULTS: the parent may overwrite those it created (`transport.SegmentArena.recycle`).
@@ -29,6 +30,7 @@ FAILED = 4
 RESULTS = 5
 LOG = 6
 BATCH = 7
+UNREADABLE = 8
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 

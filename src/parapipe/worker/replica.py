@@ -36,6 +36,8 @@ class Owner(Protocol):
 
     def on_results(self, replica: Replica, rows: list[protocol.Result], unmapped: list[str]) -> None: ...
 
+    def on_unreadable(self, replica: Replica, error: protocol.ExcInfo) -> None: ...
+
     def on_exit(self, replica: Replica) -> None: ...
 
 
@@ -170,6 +172,8 @@ class Replica:
             self.owner.on_ready(self, msg[1])
         elif kind == protocol.FAILED:
             self.startup_error = msg[1]
+        elif kind == protocol.UNREADABLE:
+            self.owner.on_unreadable(self, msg[1])
 
     def _kill(self, reason: str) -> None:
         """End the worker so that its exit (read by this thread as EOF) settles what it held."""
