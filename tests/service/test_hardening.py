@@ -302,6 +302,11 @@ def test_jobs_belong_to_the_key_that_submitted_them(limited: Server) -> None:
     assert job not in [j["id"] for j in httpx.get(limited.url + "/v1/jobs", headers=_auth(KEY_B)).json()["jobs"]]
     assert job in [j["id"] for j in httpx.get(limited.url + "/v1/jobs", headers=_auth(KEY_A)).json()["jobs"]]
     assert httpx.get(f"{limited.url}/v1/jobs/{job}", headers=_auth(ADMIN)).status_code == 200
+    recent = {
+        key: httpx.get(limited.url + "/v1/status", headers=_auth(key)).json()["jobs"]["recent"]
+        for key in (KEY_A, KEY_B)
+    }
+    assert job in [j["id"] for j in recent[KEY_A]] and job not in [j["id"] for j in recent[KEY_B]]
     assert job in [j["id"] for j in httpx.get(limited.url + "/v1/jobs", headers=_auth(ADMIN)).json()["jobs"]]
 
 

@@ -181,4 +181,9 @@ async def cancel_job(request: Request, job_id: str) -> dict[str, Any]:
 
 @api.get("/status", tags=["health"], summary="Stages, workers, queues, throughput and recent jobs")
 async def status(request: Request) -> dict[str, Any]:
-    return _service(request).status()
+    service, owner = _service(request), _owner(request)
+    body = service.status()
+    if owner is not None and service.jobs is not None:  # recent jobs: only the caller's own
+        owners = service.jobs.owners
+        body["jobs"]["recent"] = [j for j in body["jobs"]["recent"] if owners.owner_of(j["id"]) == owner]
+    return body
