@@ -103,12 +103,17 @@ _Make = Callable[[], list[Write]]
 _STOP = object()
 
 
+class _Unstorable(JournalError):
+    """A write whose value the store could not encode (e.g. nested too deep for JSON)."""
+
+
 class _Writer:
     """One daemon thread applying queued writes, everything gathered in one transaction, and
     renewing the store's leases while it waits.
 
     After `close`, writes are dropped: their items stay as the journal last saw them (running),
-    and `JournaledRunner.close` gives them back.
+    and `JournaledRunner.close` gives them back. The thread is supervised: if it ever stops
+    before `close`, `failure` says why and its owner reports itself not ready.
     """
 
     def __init__(self, store: JobStore) -> None:
@@ -116,6 +121,8 @@ class _Writer:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._closed = False
         self._renew_every = store.lease / 3
+        self.failure: str | None = None
+        """Why the thread stopped before `close`, if it did."""
         self._thread = threading.Thread(target=self._loop, name=f"parapipe-journal-{store.run}", daemon=True)
         self._thread.start()
 
@@ -132,6 +139,15 @@ class _Writer:
         self._thread.join()
 
     def _loop(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:  # supervised: recorded for readiness, never silent
+            self.failure = f"the journal writer stopped: {type(exc).__name__}: {exc}"
+            self._closed = True
+            log.critical("%s", self.failure, exc_info=True)
+            raise
+
+    def _serve(self) -> None:
         renew_at = time.monotonic() + self._renew_every
         while True:
             try:
@@ -164,15 +180,42 @@ class _Writer:
         flat = [write for group in groups for write in group]
         answers: list[int | Exception]
         try:
-            answers = self._store.apply(flat) if flat else []
+            answers = list(self._store.apply(flat)) if flat else []
         except JournalError as exc:  # the database itself failed (disk full, closed): every write did
             log.error("%s", exc)
             answers = [exc] * len(flat)
+        except Exception:  # a value the journal cannot encode (too deep): apply them one by one
+            answers = [self._apply_alone(w) for w in flat]
+        answers = [
+            self._unstorable(w, a) if isinstance(a, _Unstorable) else a for w, a in zip(flat, answers, strict=True)
+        ]
         start = 0
         for (_, then), group in zip(entries, groups, strict=True):
             if then is not None:
-                then(answers[start : start + len(group)])
+                try:
+                    then(answers[start : start + len(group)])
+                except Exception:  # one caller's callback must not stop every later write
+                    log.exception("a journal write's callback raised")
             start += len(group)
+
+    def _apply_alone(self, write: Write) -> int | Exception:
+        try:
+            return self._store.apply([write])[0]
+        except Exception as exc:
+            return _Unstorable(f"cannot store the outcome of {write.key!r}: {type(exc).__name__}: {exc}")
+
+    def _unstorable(self, write: Write, refused: JournalError) -> int | Exception:
+        """A result the journal cannot encode fails its item with that reason, so the item does
+        not stay *running* for ever (and run again on every restart). Refused moves (the state
+        machine, another runner's lease) stand as they are."""
+        if write.state is not State.DONE:
+            return refused
+        error = {"type": "ResultNotStorable", "message": f"the result could not be stored: {refused}"}
+        try:
+            self._store.apply([Write(write.key, State.FAILED, error=error, retryable=False)])
+        except Exception as exc:
+            log.error("item %r: %s, and its failure could not be recorded either: %s", write.key, refused, exc)
+        return refused
 
 
 class JournaledRunner:
@@ -246,6 +289,11 @@ class JournaledRunner:
             except JournalError as exc:  # their leases expire instead
                 log.warning("could not give back unfinished journal items: %s", exc)
 
+    @property
+    def failure(self) -> str | None:
+        """Why the writer thread stopped unasked (None while it runs): outcomes are no longer recorded."""
+        return self._writer.failure
+
     def _finished(self, key: str, inner: Future[Any], outer: Future[Any]) -> None:
         """In the reader thread: queue the outcome's write; the writer resolves ``outer``."""
         if inner.cancelled():
@@ -318,4 +366,3 @@ def resolve(future: Future[Any], outcome: Any) -> None:
             future.set_exception(outcome)
         else:
             future.set_result(outcome)
-

@@ -51,6 +51,16 @@ def gate(item: Any) -> Any:
     return {"released": item}
 
 
+def deepen(item: Any) -> Any:
+    """``{"depth": n}`` gives a result nested n lists deep (results the client did not send)."""
+    if isinstance(item, dict) and isinstance(item.get("depth"), int):
+        value: Any = 0
+        for _ in range(item["depth"]):
+            value = [value]
+        return value
+    return item
+
+
 def unjsonable(item: Any) -> Any:
     return object() if item == "object" else item
 
@@ -104,6 +114,7 @@ pipeline = pp.Pipeline(
     pp.Parallel(size=pp.stage(size, name="size"), kind=pp.stage(kind, name="kind"), merge=merge),
 )
 gated = pp.stage(gate, name="gate")
+deep = pp.stage(deepen, name="deepen")
 unserializable = pp.stage(unjsonable, name="unjsonable")
 probe = BatchProbe()
 broken = BrokenSetup()

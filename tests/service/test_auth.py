@@ -18,8 +18,8 @@ from parapipe.service.client import Client
 
 from .conftest import REPO, Server, start_server
 
-FLAG_KEY = "flag-key-123"
-ENV_KEYS = "env-key-1, env-key-2"
+FLAG_KEY = "flag-key-0123456789"
+ENV_KEYS = "env-key-1-0123456789, env-key-2-0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_a_wrong_key_or_scheme_is_refused(keyed_server: Server, header: str) -> 
     assert response.status_code == 401
 
 
-@pytest.mark.parametrize("key", [FLAG_KEY, "env-key-1", "env-key-2"])
+@pytest.mark.parametrize("key", [FLAG_KEY, "env-key-1-0123456789", "env-key-2-0123456789"])
 def test_every_configured_key_is_accepted(keyed_server: Server, key: str) -> None:
     response = httpx.post(keyed_server.url + "/v1/run", json={"item": 7}, headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 200
@@ -58,7 +58,7 @@ def test_health_and_dashboard_stay_public(keyed_server: Server) -> None:
 
 
 def test_the_client_sends_its_key(keyed_server: Server) -> None:
-    with Client(keyed_server.url, api_key="env-key-2") as client:
+    with Client(keyed_server.url, api_key="env-key-2-0123456789") as client:
         assert client.run([1]) == [1]
         assert list(client.stream([1, 2])) == [1, 2]
     with Client(keyed_server.url) as client, pytest.raises(Unauthorized):
@@ -69,7 +69,7 @@ def test_the_websocket_needs_a_key(keyed_server: Server) -> None:
     url = keyed_server.url.replace("http", "ws") + "/v1/stream"
     with pytest.raises(InvalidStatus) as info, connect(url):
         pass
-    assert info.value.response.status_code == 403
+    assert info.value.response.status_code == 401
 
 
 def test_serving_beyond_loopback_without_a_key_is_refused(tmp_path: Path) -> None:

@@ -41,16 +41,16 @@ def _cli_config(*argv: str) -> ServiceConfig:
 
 
 def test_the_command_line_and_python_build_the_same_config(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("PARAPIPE_API_KEYS", "env-key")
+    monkeypatch.setenv("PARAPIPE_API_KEYS", "env-key-0123456789")
     assert _cli_config() == ServiceConfig(engine_options={"start_method": "spawn"})
     assert ServiceConfig().journal_path == DEFAULT_JOURNAL  # durable by default, as `parapipe serve`
     flags = _cli_config(
-        "--api-key", "k1", "--journal", ":memory:", "--max-queue", "7", "--max-body-bytes", "9",
+        "--api-key", "k1-0123456789abcdef", "--journal", ":memory:", "--max-queue", "7", "--max-body-bytes", "9",
         "--request-timeout", "3", "--drain-timeout", "2", "--cors-origin", "https://a.example",
         "--allowed-host", "h.example", "--insecure", "--start-method", "forkserver",
     )  # fmt: skip
     assert flags == ServiceConfig(
-        api_keys=["k1"],
+        api_keys=["k1-0123456789abcdef"],
         journal_path=":memory:",
         max_queue=7,
         max_body_bytes=9,
@@ -61,8 +61,10 @@ def test_the_command_line_and_python_build_the_same_config(monkeypatch: pytest.M
         insecure=True,
         engine_options={"start_method": "forkserver"},
     )
-    assert flags.api_keys == ("k1", "env-key") and flags.cors_origins == ("https://a.example",)
-    assert "k1" not in repr(flags) and "env-key" not in repr(flags)
+    assert flags.api_keys == ("k1-0123456789abcdef", "env-key-0123456789") and flags.cors_origins == (
+        "https://a.example",
+    )
+    assert "k1-0123456789abcdef" not in repr(flags) and "env-key-0123456789" not in repr(flags)
 
 
 def test_create_app_and_serve_take_the_config_whole() -> None:
@@ -75,9 +77,9 @@ def test_create_app_and_serve_take_the_config_whole() -> None:
 
 def test_served_hosts_open_up_only_behind_keys_or_a_trusted_network() -> None:
     assert ServiceConfig(journal_path=":memory:").served_hosts() is None
-    assert ServiceConfig(api_keys=["k"]).served_hosts() == ("*",)
+    assert ServiceConfig(api_keys=["k" * 16]).served_hosts() == ("*",)
     assert ServiceConfig(insecure=True).served_hosts() == ("*",)
-    assert ServiceConfig(api_keys=["k"], allowed_hosts=["h"]).served_hosts() == ("h",)
+    assert ServiceConfig(api_keys=["k" * 16], allowed_hosts=["h"]).served_hosts() == ("h",)
     with pytest.raises(pp.ConfigError, match="api_keys=\\[key\\]"):
         ServiceConfig(api_keys="secret")  # type: ignore[arg-type]
 

@@ -19,7 +19,7 @@ import io
 import os
 import time
 import wave
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
@@ -38,10 +38,20 @@ from .errors import (
 if TYPE_CHECKING:
     from .serving import SpeechAdapter
 
-__all__ = ["DEFAULT_MAX_SECONDS", "Decode", "decode_audio"]
+__all__ = ["DEFAULT_MAX_MEMORY", "DEFAULT_MAX_SECONDS", "MAX_CHANNELS", "MAX_NATIVE_RATE", "Decode", "decode_audio"]
 
 DEFAULT_MAX_SECONDS = 3 * 3600.0
 """Three hours: longer than any meeting we expect, short enough to fit in memory (690 MB)."""
+
+MAX_NATIVE_RATE = 192_000
+"""Highest sample rate decoded (Hz); studio masters top out here."""
+MAX_CHANNELS = 2
+"""Channels of `max_seconds` the decoding budget allows: more channels allow proportionally fewer seconds."""
+DEFAULT_MAX_MEMORY = "3GiB"
+"""Decode's worker memory cap: three hours of 16 kHz mono (690 MB) with room for decoding; a
+file that would need more ends its worker (the item fails) instead of the machine's memory."""
+_BLOCK_FRAMES = 1 << 16
+"""Native frames decoded at a time (0.3 s at 192 kHz)."""
 
 _SF_NOT_RECOGNISED = 1
 """libsndfile's ``SF_ERR_UNRECOGNISED_FORMAT``; other open errors mean it knew the format."""
@@ -61,6 +71,7 @@ class Decode(pp.Stage):
 
     name = "decode"
     cpus = 1
+    max_memory = DEFAULT_MAX_MEMORY
 
     def __init__(self, max_seconds: float = DEFAULT_MAX_SECONDS) -> None:
         if max_seconds <= 0:
@@ -124,8 +135,12 @@ def _from_pcm16(item: Mapping[str, Any], max_seconds: float) -> AudioClip:
             f"{channels}-channel 16-bit frames",
         )
     _check_length(name, len(pcm) // (2 * channels) / rate, max_seconds)
-    frames = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels).astype(np.float32) / 32768.0
-    return _clip(name, frames, rate)
+    _check_work(name, len(pcm) // (2 * channels), channels, rate, max_seconds)
+    samples = np.frombuffer(pcm, dtype="<i2").reshape(-1, channels)
+    starts = range(0, len(samples), _BLOCK_FRAMES)
+    blocks = (samples[i : i + _BLOCK_FRAMES].astype(np.float32) / 32768.0 for i in starts)
+    mono, _ = _downmix_blocks(blocks, rate)
+    return _clip(name, mono, SAMPLE_RATE)
 
 
 def _decode(fh: BinaryIO, name: str, max_seconds: float) -> AudioClip:
@@ -157,15 +172,47 @@ def _read_soundfile(fh: BinaryIO, name: str, max_seconds: float) -> tuple[np.nda
     if info.frames == 0:
         raise EmptyAudio(name, f"{info.format} header is valid but holds no samples")
     _check_length(name, info.frames / info.samplerate, max_seconds)
+    _check_work(name, info.frames, info.channels, info.samplerate, max_seconds)
     declared = _declared_frames(fh, info.format, info.frames)
     fh.seek(0)
     try:
-        frames, rate = sf.read(fh, dtype="float32", always_2d=True)
+        with sf.SoundFile(fh) as f:
+            mono, got = _downmix_blocks(f.blocks(_BLOCK_FRAMES, dtype="float32", always_2d=True), f.samplerate)
     except sf.LibsndfileError as exc:
         raise TruncatedAudio(name, f"{info.format} data is damaged or cut short: "
                                    f"{exc.error_string}") from exc
-    _check_complete(name, info.format, len(frames), declared, rate)
-    return frames, rate
+    _check_complete(name, info.format, got, declared, info.samplerate)
+    return mono[:, None], SAMPLE_RATE
+
+
+def _downmix_blocks(blocks: Iterator[np.ndarray], rate: int) -> tuple[np.ndarray, int]:
+    """Downmix and resample block by block: memory follows the 16 kHz mono output, never the
+    file's native rate and channel count (a 476 KB FLAC of 8 channels at 192 kHz would need
+    1.8 GB at once). Returns the output and the native frames read."""
+    import soxr
+
+    stream = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ") if rate != SAMPLE_RATE else None
+    out: list[np.ndarray] = []
+    got = 0
+    for block in blocks:
+        got += len(block)
+        mono = block.mean(axis=1, dtype=np.float32)
+        out.append(stream.resample_chunk(mono) if stream is not None else mono)
+    if stream is not None:
+        out.append(stream.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    return (np.concatenate(out) if out else np.zeros(0, dtype=np.float32)), got
+
+
+def _check_work(name: str, frames: int, channels: int, rate: int, max_seconds: float) -> None:
+    """Refuse what would cost more to decode than `max_seconds` of studio audio: the header's
+    frames x channels (and so its rate) bound the samples read, whatever the file's size."""
+    budget = max_seconds * MAX_NATIVE_RATE * MAX_CHANNELS
+    if frames * channels > budget or rate > MAX_NATIVE_RATE:
+        raise AudioTooLong(
+            name, f"{channels} channels at {rate} Hz for {frames / rate:.1f} s is more audio than the limit "
+            f"({max_seconds:g} s of {MAX_CHANNELS} channels at up to {MAX_NATIVE_RATE} Hz); "
+            "downmix or resample it first",
+        )
 
 
 def _declared_frames(fh: BinaryIO, fmt: str, sndfile_frames: int) -> int:

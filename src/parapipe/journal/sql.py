@@ -206,6 +206,31 @@ class SqlJournal(SqlBase):
         """Cancel a queued or running item; it is never run again."""
         self._apply_strict(Write(key, State.CANCELLED))
 
+    def prune(self, finished_before: float) -> list[str]:
+        """Drop the payloads of every finished and cancelled item, delete those finished before
+        ``finished_before`` (a `time.time`); returns the deleted keys. Keeps a long-running
+        service's journal bounded."""
+        final = ("done", "failed", "cancelled")
+        with self._transaction() as cur:
+            cur.execute(
+                self._sql(
+                    "UPDATE items SET payload = NULL, payload_kind = NULL"
+                    " WHERE run = ? AND state IN (?, ?, ?) AND payload IS NOT NULL"
+                ),
+                (self.run, *final),
+            )
+            cur.execute(
+                self._sql(
+                    "SELECT key FROM items WHERE run = ? AND state IN (?, ?, ?) AND COALESCE(finished, created) < ?"
+                ),
+                (self.run, *final, finished_before),
+            )
+            keys = [str(row[0]) for row in cur.fetchall()]
+            gone = [(self.run, key) for key in keys]
+            cur.executemany(self._sql("DELETE FROM attempts WHERE run = ? AND key = ?"), gone)
+            cur.executemany(self._sql("DELETE FROM items WHERE run = ? AND key = ?"), gone)
+        return keys
+
     def requeue_failed(self) -> int:
         """Put every failed item of the run back in the queue; returns how many.
 
@@ -321,4 +346,3 @@ class _Batch:
     def flush(self) -> None:
         self.journal._executemany(self.cur, self.sql, self.rows)
         self.rows = []
-

@@ -11,6 +11,7 @@ those items just run again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import time
@@ -110,6 +111,17 @@ class Journal(SqlJournal):
                 self._conn.close()
                 self._conn = None
 
+    def prune(self, finished_before: float) -> list[str]:
+        """`SqlJournal.prune`, then the freed pages go back to the file system when they are
+        more than half the file."""
+        keys = super().prune(finished_before)
+        with self._lock, _translated(self.path):
+            conn = self._connection()
+            free, total = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("freelist_count", "page_count"))
+            if self.path != ":memory:" and free * 2 > total:
+                conn.execute("VACUUM")
+        return keys
+
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         with self._lock, _translated(self.path):
@@ -151,6 +163,12 @@ class Journal(SqlJournal):
 
 def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     """Open the file, switch it to WAL and make sure the tables exist and are ours."""
+    if path != ":memory:" and not path.startswith("file:"):
+        # Created owner-only (SQLite gives its -wal and -shm files the same mode): items and
+        # results are the users' data.
+        with _translated(path), contextlib.suppress(FileNotFoundError, PermissionError):
+            os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
+            os.chmod(path, 0o600)
     # isolation_level=None: we issue BEGIN ourselves, so each method is exactly one transaction.
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     try:

@@ -29,7 +29,7 @@ from .payloads import BodyLimit
 from .routes import api, authorize, public
 from .runtime import Service
 from .security import WWW_AUTHENTICATE, OriginGuard
-from .session import accept
+from .session import ConnectionHost, accept
 
 __all__ = ["create_app"]
 
@@ -77,7 +77,7 @@ def app_for(service: Service) -> FastAPI:
     app.include_router(panels, dependencies=[Security(authorize)])
     app.add_api_websocket_route("/v1/stream", _stream)
     _add_error_handlers(app)
-    _add_middleware(app, service.config)
+    _add_middleware(app, service)
     return app
 
 
@@ -85,12 +85,18 @@ async def _stream(websocket: WebSocket) -> None:
     """``WS /v1/stream``: the shared handshake, then the session of the graph's adapter."""
     service: Service = websocket.app.state.service
     if await accept(service, websocket):
-        await service.adapter.ws_session(service, websocket)
+        await service.adapter.ws_session(ConnectionHost(service), websocket)
 
 
-def _add_middleware(app: FastAPI, config: ServiceConfig) -> None:
+def _add_middleware(app: FastAPI, service: Service) -> None:
     """Outermost last: the origin guard sees every request first, then the body limit."""
-    app.add_middleware(BodyLimit, max_bytes=config.max_body_bytes)
+    config = service.config
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=config.max_body_bytes,
+        budget=service.body_bytes,
+        body_timeout=config.body_timeout,
+    )
     if config.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -106,10 +112,12 @@ def _add_middleware(app: FastAPI, config: ServiceConfig) -> None:
 def _add_error_handlers(app: FastAPI) -> None:
     """Every refusal and failure answers ``{"error": {"type", "message", "stage", ...}}``."""
 
-    async def parapipe_error(_: Request, exc: Exception) -> JSONResponse:
+    async def parapipe_error(request: Request, exc: Exception) -> JSONResponse:
         status = error_status(exc)
         if status >= 500 and not isinstance(exc, ServiceError):
             log.warning("request failed: %s", exc)
+        elif status < 500:  # the client's mistake: one line, never a traceback
+            log.info("refused %s %s: %d %s", request.method, request.url.path, status, str(exc)[:200])
         return JSONResponse({"error": error_body(exc)}, status_code=status, headers=_headers(exc))
 
     async def validation_error(_: Request, exc: Exception) -> JSONResponse:

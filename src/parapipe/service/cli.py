@@ -7,6 +7,7 @@ add the subcommand unconditionally; the service's dependencies load only when it
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,11 +15,20 @@ from typing import Any
 from .._apps import GRAPH_ALIASES, load_cli_graph
 from ..ray import add_backend_arguments, apply_backend_arguments
 from .config import (
+    ADMIN_KEYS_ENV,
     API_KEYS_ENV,
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_CONNECTION_BYTES,
+    DEFAULT_CONNECTION_ITEMS,
     DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
     DEFAULT_HOST,
+    DEFAULT_JOB_TTL,
     DEFAULT_JOURNAL,
     DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_MAX_INFLIGHT_BYTES,
     DEFAULT_MAX_QUEUE,
     DEFAULT_PORT,
     DEFAULT_REQUEST_TIMEOUT,
@@ -26,6 +36,8 @@ from .config import (
 )
 
 __all__ = ["add_serve_command", "configure_parser", "main", "run_from_args"]
+
+log = logging.getLogger("parapipe.service")
 
 
 def add_serve_command(subparsers: Any) -> argparse.ArgumentParser:
@@ -50,7 +62,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=[],
         dest="api_keys",
         metavar="KEY",
-        help=f"accepted bearer key (repeatable; also read from {API_KEYS_ENV}, comma separated)",
+        help=f"accepted bearer key (repeatable); visible in `ps`: prefer --api-key-file or {API_KEYS_ENV}",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        action="append",
+        default=[],
+        dest="api_key_files",
+        metavar="PATH",
+        help=f"file of accepted keys, one a line (repeatable; keys are also read from {API_KEYS_ENV})",
+    )
+    parser.add_argument(
+        "--admin-key-file",
+        action="append",
+        default=[],
+        dest="admin_key_files",
+        metavar="PATH",
+        help=f"file of admin keys, which see every job (also read from {ADMIN_KEYS_ENV})",
     )
     parser.add_argument(
         "--insecure",
@@ -66,6 +94,26 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-body-bytes", type=int, default=DEFAULT_MAX_BODY_BYTES, help="largest request body")
     parser.add_argument("--request-timeout", type=float, default=DEFAULT_REQUEST_TIMEOUT, help="seconds for /v1/run")
     parser.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT, help="seconds to finish on stop")
+    parser.add_argument("--job-ttl", type=float, default=DEFAULT_JOB_TTL, help="seconds finished jobs are kept")
+    parser.add_argument(
+        "--max-inflight-bytes", type=int, default=DEFAULT_MAX_INFLIGHT_BYTES, help="request body bytes held at once"
+    )
+    parser.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS, help="open connections")
+    parser.add_argument(
+        "--header-timeout", type=float, default=DEFAULT_HEADER_TIMEOUT, help="seconds to send a request head"
+    )
+    parser.add_argument(
+        "--body-timeout", type=float, default=DEFAULT_BODY_TIMEOUT, help="seconds a body may pause between chunks"
+    )
+    parser.add_argument(
+        "--max-header-bytes", type=int, default=DEFAULT_MAX_HEADER_BYTES, help="largest request line and headers"
+    )
+    parser.add_argument(
+        "--connection-items", type=int, default=DEFAULT_CONNECTION_ITEMS, help="queued items per WebSocket"
+    )
+    parser.add_argument(
+        "--connection-bytes", type=int, default=DEFAULT_CONNECTION_BYTES, help="unanswered item bytes per WebSocket"
+    )
     parser.add_argument("--cors-origin", action="append", default=[], dest="cors_origins", metavar="ORIGIN")
     parser.add_argument("--allowed-host", action="append", default=None, dest="allowed_hosts", metavar="HOST")
     parser.add_argument("--start-method", default="spawn", choices=["spawn", "forkserver", "fork"])
@@ -80,6 +128,10 @@ def run_from_args(args: argparse.Namespace) -> int:
     from .server import serve
 
     apply_backend_arguments(args)
+    if args.api_keys:
+        log.warning(
+            "--api-key shows the key to every user of this machine (ps); use --api-key-file or %s", API_KEYS_ENV
+        )
     config = ServiceConfig.from_args(args)
     serve(load_cli_graph(args.graph), config, args.host, args.port, fd=args.fd, log_level=args.log_level)
     return 0

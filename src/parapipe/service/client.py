@@ -23,6 +23,7 @@ one per request in flight; more concurrent calls wait for a free connection, so 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -138,7 +139,7 @@ class Client(_Base):
         """
         from websockets.sync.client import connect
 
-        with connect(self._ws_url(), additional_headers=self._headers, max_size=None) as ws:
+        with _refusals(), connect(self._ws_url(), additional_headers=self._headers, max_size=None) as ws:
             outstanding = 0
             for item in items:
                 ws.send(item if isinstance(item, bytes) else json.dumps(item))
@@ -155,7 +156,7 @@ class Client(_Base):
         as it arrives, the last one being ``{"type": "final", ...}``."""
         from websockets.sync.client import connect
 
-        with connect(self._ws_url(), additional_headers=self._headers, max_size=None) as ws:
+        with _refusals(), connect(self._ws_url(), additional_headers=self._headers, max_size=None) as ws:
             for chunk in chunks:
                 ws.send(chunk)
                 yield from _ready_messages(ws)
@@ -232,7 +233,9 @@ class AsyncClient(_Base):
         """Send items over one WebSocket and yield their results in order (see `Client.stream`)."""
         from websockets.asyncio.client import connect
 
-        async with connect(self._ws_url(), additional_headers=self._headers, max_size=None) as ws:
+        with _refusals():
+            ws = await connect(self._ws_url(), additional_headers=self._headers, max_size=None)
+        async with ws:
             outstanding = 0
             async for item in _aiter(items):
                 await ws.send(item if isinstance(item, bytes) else json.dumps(item))
@@ -247,7 +250,9 @@ class AsyncClient(_Base):
         """Send the chunks while yielding messages as they arrive, up to ``final`` (see `Client.stream_bytes`)."""
         from websockets.asyncio.client import connect
 
-        async with connect(self._ws_url(), additional_headers=self._headers, max_size=None) as ws:
+        with _refusals():
+            ws = await connect(self._ws_url(), additional_headers=self._headers, max_size=None)
+        async with ws:
 
             async def send() -> None:
                 async for chunk in _aiter(chunks):
@@ -345,3 +350,23 @@ def _left(deadline: float | None) -> float:
 
 def _unreachable(url: str, exc: Exception) -> Unreachable:
     return Unreachable(f"no answer from {url} ({type(exc).__name__}: {exc}); is `parapipe serve` running there?")
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """A refused WebSocket handshake raises the error its HTTP answer describes (`Unauthorized`
+    for a missing or wrong key, `NotReady`...), as a refused request does."""
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        yield
+    except InvalidStatus as exc:
+        response = exc.response
+        try:
+            error = json.loads(response.body or b"{}").get("error") or {}
+        except ValueError:
+            error = {}
+        if not error and response.status_code == 403:
+            error = {"type": "Forbidden", "message": "the server refused the WebSocket handshake"}
+        retry = response.headers.get("Retry-After")
+        raise error_from(response.status_code, error, float(retry) if retry and retry.isdigit() else None) from None

@@ -23,6 +23,7 @@ This module imports nothing outside the standard library, so the client can use 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..errors import ConfigError, ItemError, ParapipeError, StageError, StageFailed, TaskTimeout, WorkerDied
@@ -46,6 +47,7 @@ __all__ = [
     "error_status",
     "public_error",
     "raise_for_error",
+    "scrub_paths",
 ]
 
 SERVICE_STAGE = "<service>"
@@ -176,7 +178,7 @@ def error_body(exc: BaseException) -> dict[str, Any]:
     """The JSON ``error`` object for an exception; never a traceback, which stays in the server log."""
     if isinstance(exc, (ServiceError, ItemError)):
         return public_error(exc.to_dict())
-    return {"type": type(exc).__name__, "message": str(exc) or type(exc).__name__, "stage": SERVICE_STAGE}
+    return {"type": type(exc).__name__, "message": scrub_paths(str(exc)) or type(exc).__name__, "stage": SERVICE_STAGE}
 
 
 def error_from(status: int, error: dict[str, Any], retry_after: float | None = None) -> ParapipeError:
@@ -191,8 +193,21 @@ def error_from(status: int, error: dict[str, Any], retry_after: float | None = N
 
 
 def public_error(error: dict[str, Any]) -> dict[str, Any]:
-    """An error record as clients see it: no traceback (server internals) and no engine index."""
-    return {k: v for k, v in error.items() if k not in ("traceback", "index")}
+    """An error record as clients see it: no traceback (server internals), no engine index, and
+    no server file paths in its message (a path keeps only its last part)."""
+    shown = {k: v for k, v in error.items() if k not in ("traceback", "index")}
+    if isinstance(shown.get("message"), str):
+        shown["message"] = scrub_paths(shown["message"])
+    return shown
+
+
+_PATH = re.compile(r"(?<![\w.:/])(?:/[^\s/'\"<>:,()\[\]]+)+/([^\s/'\"<>:,()\[\]]+)")
+
+
+def scrub_paths(text: str) -> str:
+    """``text`` with each absolute path cut to its base name: a client learns nothing of the
+    server's file system from an error."""
+    return _PATH.sub(r"\1", text)
 
 
 def raise_for_error(status: int, error: dict[str, Any], retry_after: float | None = None) -> None:

@@ -28,6 +28,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -38,13 +39,17 @@ from ..errors import EngineClosed, ItemError, JournalError
 from ..journal import Journal, Record, State
 from ..recovery import JournaledRunner
 from .errors import JobConflict, JobNotFound, Overloaded, error_body, public_error
-from .payloads import to_jsonable
+from .owners import Owners
+from .payloads import ByteBudget, to_jsonable
 
-__all__ = ["Admission", "JobManager", "job_view"]
+__all__ = ["MAX_INTERRUPTIONS", "Admission", "JobManager", "job_view"]
 
 log = logging.getLogger("parapipe.service")
 
 _FINAL = frozenset({State.DONE, State.FAILED, State.CANCELLED})
+MAX_INTERRUPTIONS = 3
+"""Attempts after which a job found *running* at start (the server stopped while it ran, maybe
+because of it) ends failed instead of running once more: a poison job cannot cycle for ever."""
 
 
 class Admission:
@@ -80,8 +85,15 @@ class Admission:
 class JobManager:
     """The journal-backed job queue of one service (see the module docstring)."""
 
-    def __init__(self, journal: Journal, admission: Admission) -> None:
+    def __init__(
+        self, journal: Journal, admission: Admission, owners: Owners | None = None, budget: ByteBudget | None = None
+    ) -> None:
         self.journal = journal
+        self._budget = budget if budget is not None else ByteBudget(2**62)
+        self._sizes: dict[str, int] = {}
+        self.owners = owners if owners is not None else Owners(":memory:")
+        self.failure: str | None = None
+        """Why the dispatcher stopped unasked, if it did: the service then reports itself not ready."""
         self._admission = admission
         self._queue: collections.OrderedDict[str, Any] = collections.OrderedDict()
         self._running: dict[str, Future[Any]] = {}
@@ -97,8 +109,17 @@ class JobManager:
         """Queue every unfinished job of the journal (before the engine is up); returns how many.
 
         One query reads the jobs with their payloads."""
-        pending = self.journal.pending()
-        for record in pending:
+        pending = []
+        for record in self.journal.pending():
+            if record.state is State.RUNNING and record.attempts >= MAX_INTERRUPTIONS:
+                error = {
+                    "type": "JobInterrupted",
+                    "message": f"the server stopped {record.attempts} times while this job ran; it is not run again",
+                }
+                self.journal.mark_failed(record.key, error, retryable=False)
+                log.warning("job %s: %s", record.key, error["message"])
+                continue
+            pending.append(record)
             self._queue[record.key] = record.payload
             self._admission.force()
         if pending:
@@ -114,44 +135,81 @@ class JobManager:
             describe=error_body,
         )
         self._task = asyncio.get_running_loop().create_task(self._dispatch(), name="parapipe-jobs")
+        self._task.add_done_callback(self._dispatcher_ended)
+
+    def _dispatcher_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            self.failure = f"the job dispatcher stopped: {task.exception()!r}"
+            log.critical("%s", self.failure, exc_info=task.exception())
+
+    def health(self) -> str | None:
+        """Why jobs no longer progress (the dispatcher or the journal writer stopped), else None."""
+        return self.failure or (self._runner.failure if self._runner is not None else None)
 
     async def stop(self) -> None:
         """Stop dispatching; jobs left queued or running stay so in the journal, for the next start."""
         self._closing = True
         self._wakeup.set()
         if self._task is not None:
-            await self._task
+            await asyncio.gather(self._task, return_exceptions=True)  # a failure was logged when it happened
 
     def close(self) -> None:
         """After the engine closed: write the last outcomes, then close the journal."""
         if self._runner is not None:
             self._runner.close()
         self.journal.close()
+        self.owners.close()
+
+    def prune(self, ttl: float) -> int:
+        """Drop finished jobs' payloads and the jobs that finished over ``ttl`` seconds ago; how many went.
+
+        Runs in a worker thread (`Service` schedules it): it may vacuum the file."""
+        gone = self.journal.prune(time.time() - ttl)
+        self.owners.forget(gone)
+        return len(gone)
 
     # -- requests ----------------------------------------------------------------------------
 
-    def submit(self, item: Any, retry_after: Callable[[], float]) -> str:
+    def submit(self, item: Any, retry_after: Callable[[], float], owner: str = "") -> str:
         """Accept a job (or raise `Overloaded`); it is in the journal before this returns."""
         self._admission.acquire(retry_after)
-        key = uuid.uuid4().hex
         try:
-            self.journal.add([key], payloads=[item])
+            return self.accept(item, owner)
         except BaseException:
             self._admission.release()
             raise
+
+    def accept(self, item: Any, owner: str = "", size: int = 0) -> str:
+        """Journal and queue a job under an admission slot the caller already holds; ``size``
+        bytes (its body's) the caller holds in the byte budget. The job keeps both until it ends."""
+        key = uuid.uuid4().hex
+        self.journal.add([key], payloads=[item])
+        self._sizes[key] = size
+        self.owners.set(key, owner)
         self._queue[key] = item
         self._wakeup.set()
         return key
 
-    def get(self, key: str) -> Record:
+    def get(self, key: str, owner: str | None = None) -> Record:
+        """The job's record; ``owner`` (None: an admin) must be the one that submitted it."""
         record = self.journal.get(key)
-        if record is None:
-            raise JobNotFound(f"no job {key!r} on this server; ids come from POST /v1/jobs")
+        if record is None or (owner is not None and self.owners.owner_of(key) != owner):
+            raise JobNotFound(f"no job {key!r} on this server for this API key; ids come from POST /v1/jobs")
         return record
 
-    async def wait(self, key: str, timeout: float) -> Record:
+    def page(self, owner: str | None, state: State | None, offset: int, limit: int) -> tuple[list[Record], int]:
+        """One page of the jobs ``owner`` may see (None: all), oldest first, and how many there are."""
+        if owner is None:
+            counts = self.counts()
+            total = counts.get(state.value, 0) if state is not None else sum(counts.values())
+            return self.journal.records(state, offset=offset, limit=limit), total
+        records = [r for r in (self.journal.get(k) for k in self.owners.keys(owner)) if r is not None]
+        mine = [r for r in records if state is None or r.state is state]
+        return mine[offset : offset + limit], len(mine)
+
+    async def wait(self, key: str, timeout: float, owner: str | None = None) -> Record:
         """The job's record once it is final, or as it is after ``timeout`` seconds."""
-        record = self.get(key)
+        record = self.get(key, owner)
         if record.state in _FINAL or timeout <= 0:
             return record
         event = self._waiters.setdefault(key, asyncio.Event())
@@ -159,13 +217,17 @@ class JobManager:
             await asyncio.wait_for(event.wait(), timeout)
         return self.get(key)
 
-    def cancel(self, key: str) -> Record:
+    def cancel(self, key: str, owner: str | None = None) -> Record:
         """Cancel a queued or running job; `JobConflict` when it already finished."""
-        record = self.get(key)
+        record = self.get(key, owner)
         if key in self._queue:
             del self._queue[key]
             self.journal.mark_cancelled(key)
             self._settled(key)
+            return self.get(key)
+        if record.state not in _FINAL and key not in self._running:
+            # Unfinished in the journal but held by nobody (its outcome was lost): end it here.
+            self.journal.mark_cancelled(key)
             return self.get(key)
         written = self._runner.cancel(key, self._running[key]) if key in self._running and self._runner else None
         # A short wait on the writer thread (one batch), so the answer shows the cancelled state.
@@ -195,6 +257,11 @@ class JobManager:
                 self._queue[key] = item  # shutting down: stays queued for the next start
                 self._queue.move_to_end(key, last=False)
                 return
+            except Exception as exc:  # this job's failure, never the dispatcher's
+                log.warning("job %s could not be started: %r", key, exc)
+                with contextlib.suppress(JournalError):
+                    self.journal.mark_failed(key, error_body(exc), retryable=False)
+                self._settled(key)
 
     def _launch(self, key: str, item: Any) -> None:
         assert self._runner is not None
@@ -208,6 +275,7 @@ class JobManager:
         del self._running[key]
         if future.cancelled() and self._closing:
             self._admission.release()  # the engine cancelled it on shutdown: it resumes next start
+            self._budget.give(self._sizes.pop(key, 0))
             return
         if not future.cancelled() and isinstance(future.exception(), ItemError):
             log.info("job %s failed: %s", key, future.exception())
@@ -216,6 +284,7 @@ class JobManager:
 
     def _settled(self, key: str) -> None:
         self._admission.release()
+        self._budget.give(self._sizes.pop(key, 0))
         event = self._waiters.pop(key, None)
         if event is not None:
             event.set()

@@ -13,7 +13,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..engine import Engine
@@ -21,16 +21,43 @@ from ..errors import EngineClosed, ParapipeError
 from ..journal import Journal
 from .adapters import ServiceAdapter, adapter_for
 from .config import ServiceConfig
-from .errors import NotReady, RequestTimeout
+from .errors import NotReady, RequestTimeout, scrub_paths
 from .jobs import Admission, JobManager, job_view
-from .payloads import to_jsonable
+from .owners import Owners
+from .payloads import ByteBudget, to_jsonable
 
-__all__ = ["Service"]
+__all__ = ["Service", "retry_after_seconds"]
 
 log = logging.getLogger("parapipe.service")
 
 _RECENT_JOBS = 20
-_MAX_RETRY_AFTER = 60
+_MAX_RETRY_AFTER = 3600
+"""An hour: past that a client should rather be told to come back much later by other means."""
+_PRUNE_EVERY = 600.0
+"""Seconds between two prunes of the job journal."""
+
+
+class _Slot:
+    """An admission slot taken by `Service.admitted`; `keep` hands it over to a job."""
+
+    kept = False
+
+    def keep(self) -> None:
+        self.kept = True
+
+
+def retry_after_seconds(inflight: int, stages: dict[str, dict[str, Any]], workers: list[dict[str, Any]]) -> float:
+    """Seconds until ``inflight`` accepted items are likely through the slowest stage: its busy
+    seconds per item (measured) over its worker count, times the queue; 1 before any measure."""
+    per_item = []
+    for name, row in stages.items():
+        done = (row.get("done") or 0) + (row.get("failed") or 0)
+        if done and row.get("busy_s"):
+            replicas = max(1, sum(1 for w in workers if w.get("stage") == name))
+            per_item.append(row["busy_s"] / done / replicas)
+    if not per_item:
+        return 1.0
+    return float(max(1, min(_MAX_RETRY_AFTER, math.ceil(inflight * max(per_item)))))
 
 
 class Service:
@@ -52,11 +79,14 @@ class Service:
         self.failure: str | None = None
         self.started_at = time.time()
         self.admission = Admission(config.max_queue)
+        self.body_bytes = ByteBudget(max(config.max_inflight_bytes, config.max_body_bytes))
+        """Bytes of bodies being read and of queued jobs' items (`BodyLimit`, `JobManager`)."""
         self.jobs: JobManager | None = None
         self.on_failure: Callable[[ParapipeError], None] | None = None
         """Called with the error when the engine cannot start; `serve` uses it to exit."""
         self._startup: asyncio.Task[None] | None = None
         self._settled: asyncio.Event | None = None
+        self._pruner: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -65,8 +95,10 @@ class Service:
         self.state, self.failure, self.started_at = "starting", None, time.time()
         self.admission = Admission(self.config.max_queue)
         journal = Journal(self.config.journal_path, run="service", max_result_bytes=self.config.max_body_bytes)
-        self.jobs = JobManager(journal, self.admission)
+        self.jobs = JobManager(journal, self.admission, Owners(self.config.journal_path), self.body_bytes)
+        self.jobs.prune(self.config.job_ttl)
         self.jobs.resume()
+        self._pruner = asyncio.get_running_loop().create_task(self._prune_forever(), name="parapipe-prune")
         self._settled = asyncio.Event()
         self._startup = asyncio.get_running_loop().create_task(self._start_engine(), name="parapipe-engine-start")
 
@@ -89,6 +121,29 @@ class Service:
         self.jobs.start(engine)
         log.info("engine ready:\n%s", engine.plan())
 
+    async def _prune_forever(self) -> None:
+        """Prune the journal every `_PRUNE_EVERY` seconds (or the TTL, when shorter)."""
+        assert self.jobs is not None
+        jobs = self.jobs
+        while True:
+            await asyncio.sleep(min(_PRUNE_EVERY, max(1.0, self.config.job_ttl)))
+            try:
+                await asyncio.to_thread(jobs.prune, self.config.job_ttl)
+            except ParapipeError as exc:
+                log.error("pruning the job journal failed: %s", exc)
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[_Slot]:
+        """An admission slot (or `Overloaded`, 429) taken before a request body is read; released
+        on exit unless the slot was kept (a job that now holds it)."""
+        self.admission.acquire(self.retry_after)
+        slot = _Slot()
+        try:
+            yield slot
+        finally:
+            if not slot.kept:
+                self.admission.release()
+
     async def wait_started(self, timeout: float) -> None:
         """Return when the engine has started or failed to, or after ``timeout`` seconds."""
         if self._settled is not None:
@@ -100,6 +155,8 @@ class Service:
         if self._startup is not None:
             await self._startup  # Engine.start cannot be interrupted; models finish loading first
         self.state = "stopping"
+        if self._pruner is not None:
+            self._pruner.cancel()
         if self.jobs is not None:
             await self.jobs.stop()
         if self.engine is not None:
@@ -122,10 +179,12 @@ class Service:
             raise NotReady(self.failure or f"the service is {self.state}")
         return self.jobs
 
-    async def run(self, item: Any, timeout: float | None = None) -> Any:
-        """Process one item now and return its JSON-ready result (or raise its error)."""
+    async def run(self, item: Any, timeout: float | None = None, *, admitted: bool = False) -> Any:
+        """Process one item now and return its JSON-ready result (or raise its error);
+        ``admitted``: the caller holds an admission slot for it (see `admitted`)."""
         engine = self.require_engine()
-        self.admission.acquire(self.retry_after)
+        if not admitted:
+            self.admission.acquire(self.retry_after)
         try:
             try:
                 future = engine.submit(item)
@@ -138,23 +197,26 @@ class Service:
                 raise RequestTimeout(f"no result within {limit:g} s; the item was cancelled") from None
             return to_jsonable(result)
         finally:
-            self.admission.release()
+            if not admitted:
+                self.admission.release()
 
     def retry_after(self) -> float:
-        """Seconds until a slot is likely free: the unfinished work over the slowest stage's rate."""
-        rates = [s["items_per_s"] for s in self.stage_stats().values() if s.get("items_per_s")]
-        if not rates:
-            return 1
-        return float(max(1, min(_MAX_RETRY_AFTER, math.ceil(self.admission.inflight / min(rates)))))
+        """Seconds until a slot is likely free: the accepted work times the slowest stage's
+        measured service time per item (busy seconds per item over its workers)."""
+        return retry_after_seconds(self.admission.inflight, self.stage_stats(), self.worker_rows())
 
     # -- introspection -----------------------------------------------------------------------
 
     def ready(self) -> bool:
         """True when the engine runs and every stage has at least one ready worker."""
-        if self.engine is None or self.state != "ready":
+        if self.engine is None or self.state != "ready" or self.stalled() is not None:
             return False
         ready = {row["stage"] for row in self.engine.workers() if row["state"] == "ready"}
         return all(stage in ready for stage in self.engine.stats())
+
+    def stalled(self) -> str | None:
+        """Why work no longer progresses though the engine runs (a supervised thread stopped)."""
+        return self.jobs.health() if self.jobs is not None else None
 
     def stage_stats(self) -> dict[str, dict[str, Any]]:
         return self.engine.stats() if self.engine is not None else {}
@@ -176,7 +238,7 @@ class Service:
             "service": {
                 "state": self.state,
                 "ready": self.ready(),
-                "failure": self.failure,
+                "failure": scrub_paths(self.failure or self.stalled() or "") or None,
                 "uptime_s": round(time.time() - self.started_at, 3),
                 "cores": len(os.sched_getaffinity(0)),
                 "inflight": self.admission.inflight,

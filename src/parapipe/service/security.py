@@ -15,10 +15,11 @@ from urllib.parse import urlsplit
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .config import is_loopback
-from .errors import Forbidden, Unauthorized
+from .config import ServiceConfig, is_loopback
+from .errors import BadRequest, Forbidden, Unauthorized
+from .owners import owner_id
 
-__all__ = ["WWW_AUTHENTICATE", "OriginGuard", "check_key", "key_matches"]
+__all__ = ["WWW_AUTHENTICATE", "OriginGuard", "caller_owner", "check_key", "key_matches"]
 
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="parapipe"'}
 
@@ -43,6 +44,17 @@ def check_key(headers: Mapping[str, str], keys: Sequence[str]) -> None:
         raise Unauthorized("the API key is not valid for this server")
 
 
+def caller_owner(headers: Mapping[str, str], config: ServiceConfig) -> str | None:
+    """The owner id of the caller's jobs; None for an admin key, which sees every job. Without
+    configured keys everyone shares one owner (the server is loopback-only or behind a proxy)."""
+    if not config.api_keys:
+        return ""
+    token = headers.get("authorization", "").partition(" ")[2].strip()
+    if config.admin_keys and key_matches(token, config.admin_keys):
+        return None
+    return owner_id(token)
+
+
 class OriginGuard:
     """ASGI middleware against cross-site use of a server on this machine.
 
@@ -61,6 +73,9 @@ class OriginGuard:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            if sum(1 for k, _ in scope["headers"] if k == b"host") > 1:  # RFC 9112 section 3.2
+                await _bad_request("the request has more than one Host header", scope, receive, send)
+                return
             refusal = self._refusal(headers.get("host", ""), headers.get("origin"))
             if refusal is not None:
                 await _forbid(refusal, scope, receive, send)
@@ -82,6 +97,14 @@ class OriginGuard:
         if origin in self.cors_origins or urlsplit(origin).netloc == host:
             return None
         return f"requests from web pages at {origin!r} are refused; add the origin to cors_origins to allow it"
+
+
+async def _bad_request(message: str, scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "websocket":
+        await send({"type": "websocket.close", "code": 1002, "reason": message[:120]})
+        return
+    response = JSONResponse({"error": BadRequest(message).to_dict()}, status_code=400, headers={"Connection": "close"})
+    await response(scope, receive, send)
 
 
 async def _forbid(message: str, scope: Scope, receive: Receive, send: Send) -> None:

@@ -57,6 +57,7 @@ def _run(graph: Any, config: ServiceConfig, where: dict[str, Any], fd: int | Non
         import uvicorn
 
         from .app import app_for
+        from .limits import RedactQuery, guarded_protocol
         from .runtime import Service
     except ImportError as exc:
         raise ConfigError(
@@ -67,11 +68,14 @@ def _run(graph: Any, config: ServiceConfig, where: dict[str, Any], fd: int | Non
         uvicorn.Config(
             app_for(service),
             **where,
+            http=guarded_protocol(config.header_timeout, config.max_connections),
+            h11_max_incomplete_event_size=config.max_header_bytes,
             ws_max_size=config.max_body_bytes,
             timeout_graceful_shutdown=int(config.drain_timeout),
             server_header=False,
         )
     )
+    logging.getLogger("uvicorn.access").addFilter(RedactQuery())
     failures: list[ParapipeError] = []
 
     def stop(exc: ParapipeError) -> None:

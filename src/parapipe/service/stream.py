@@ -12,7 +12,6 @@ may stream differently.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -20,7 +19,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .config import STREAM_WINDOW
 from .errors import BadRequest, ServiceError
-from .session import SessionHost, end_session, outcome, send_in_order
+from .payloads import parse_json
+from .session import ByteWindow, SessionHost, end_session, outcome, send_in_order
 
 __all__ = ["item_session"]
 
@@ -28,16 +28,30 @@ __all__ = ["item_session"]
 async def item_session(host: SessionHost, websocket: WebSocket) -> None:
     """Run items from an accepted connection until the client goes away."""
     replies: asyncio.Queue[asyncio.Task[dict[str, Any]]] = asyncio.Queue(maxsize=STREAM_WINDOW)
-    sender = asyncio.create_task(send_in_order(websocket, replies))
+    window = ByteWindow(max(host.config.connection_bytes, host.config.max_body_bytes))
+    sender = asyncio.create_task(send_in_order(websocket, replies, window))
     try:
         while True:
-            item = _item(await websocket.receive(), host.config.max_body_bytes)
+            message = await websocket.receive()
+            item = _item(message, host.config.max_body_bytes)
+            size = _size(message) if not isinstance(item, _Refused) else 0
+            await window.take(size)  # a client that does not read its replies stops being read
             work = host.run(item) if not isinstance(item, _Refused) else _raise(item.error)
-            await replies.put(asyncio.create_task(outcome(work)))
+            await replies.put(_sized(asyncio.create_task(outcome(work)), size))
     except WebSocketDisconnect:
         pass
     finally:
         await end_session(sender, replies, lambda task: task)
+
+
+def _size(message: MutableMapping[str, Any]) -> int:
+    return len(message.get("bytes") or message.get("text") or "")
+
+
+def _sized(task: asyncio.Task[dict[str, Any]], size: int) -> asyncio.Task[dict[str, Any]]:
+    """The reply task, marked with its item's bytes, which the sender gives back once it is sent."""
+    task.parapipe_bytes = size  # type: ignore[attr-defined]
+    return task
 
 
 class _Refused:
@@ -61,6 +75,6 @@ def _item(message: MutableMapping[str, Any], max_bytes: int) -> Any:
     if data is not None:
         return data
     try:
-        return json.loads(text or "")
-    except (ValueError, RecursionError) as exc:
-        return _Refused(BadRequest(f"a text message must be one JSON item ({exc})"))
+        return parse_json(text or "")
+    except BadRequest as exc:
+        return _Refused(exc)

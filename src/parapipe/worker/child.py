@@ -95,9 +95,14 @@ def _serve_with(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, a
     served = 0
     while True:
         try:
-            msg = transport.decode(conn.recv_bytes())
+            data = conn.recv_bytes()
         except (EOFError, OSError):
             return False
+        try:
+            msg = transport.decode(data)
+        except Exception as exc:  # the parent fails the message's items; this worker carries on
+            send(protocol.dumps((protocol.UNREADABLE, protocol.ExcInfo.capture(exc))))
+            continue
         if msg[0] == protocol.STOP:
             return False
         if msg[0] == protocol.BATCH:

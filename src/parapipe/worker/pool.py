@@ -233,8 +233,18 @@ class StagePool:
                 if task is not None:
                     msg = f"item cannot be sent to a worker: {exc}"
                     dropped.append((task, False, StageError(self.name, msg, exc_type="ItemNotPicklable")))
+        try:
+            encoded = self._encode((kind, keep))
+        except Exception as exc:  # pickles alone, not in the message (recursion depth): fail them all
+            encoded = self._encode((kind, []))
+            for tid, _ in keep:
+                with self._lock:
+                    task = r.inflight.pop(tid, None)
+                if task is not None:
+                    msg = f"item cannot be sent to a worker: {exc}"
+                    dropped.append((task, False, StageError(self.name, msg, exc_type="ItemNotPicklable")))
         self._settle(dropped)
-        return self._encode((kind, keep))
+        return encoded
 
     # -- what the replicas report (from their reader threads) --------------------------------
 
@@ -285,6 +295,25 @@ class StagePool:
             for task, _, value in final:  # counted above
                 self._deliver(task, True, value)
             self._settle(settle)
+
+    def on_unreadable(self, r: Replica, error: protocol.ExcInfo) -> None:
+        """The worker could not unpickle its oldest message: a lone item fails (a rerun would meet
+        the same bytes); several go back one by one, so only the unreadable one fails."""
+        with self._lock:
+            tids = r.sent[0] if r.sent else []
+            free = r.answered([])
+            if self._deadlines is not None:
+                self._deadlines.disarm(r)
+            tasks = [t for t in (r.inflight.pop(tid, None) for tid in tids) if t is not None]
+            if len(tasks) > 1:
+                for task in tasks:
+                    task.alone = True
+                self._dispatch.requeue(tasks)
+        self._arena.recycle(free)
+        self.pump()
+        if len(tasks) == 1:
+            msg = f"item cannot be unpickled in the worker: {error.type}: {error.message}"
+            self._settle([(tasks[0], False, StageError(self.name, msg, exc_type="ItemNotUnpicklable"))])
 
     def on_exit(self, r: Replica) -> None:
         r.proc.join(timeout=STOP_GRACE)

@@ -6,6 +6,7 @@ message, not per item (a map `Chunk` is something else: many items as ONE task).
 
     parent -> worker   (TASKS, [(task_id, item), ...]) | (BATCH, [(task_id, item), ...]) | (STOP,)
     worker -> parent   (READY, info) | (FAILED, ExcInfo) | (RESULTS, [Result, ...], unmapped) | (LOG, dict)
+                       | (UNREADABLE, ExcInfo): the oldest task message could not be unpickled
 
 ``unmapped`` names the shared-memory segments the worker stopped mapping since its last
 RESULTS: the parent may overwrite those it created (`transport.SegmentArena.recycle`).
@@ -29,6 +30,7 @@ FAILED = 4
 RESULTS = 5
 LOG = 6
 BATCH = 7
+UNREADABLE = 8
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
@@ -109,7 +111,11 @@ def dump_results(results: list[Result], encode: Any = dumps, unmapped: list[str]
     try:
         return encode((RESULTS, results, unmapped or []))
     except Exception:  # any pickling failure is reported per item below
-        return encode((RESULTS, [_picklable(r) for r in results], unmapped or []))
+        rows = [_picklable(r) for r in results]
+    try:
+        return encode((RESULTS, rows, unmapped or []))
+    except Exception as exc:  # each pickles alone, not together (recursion depth): fail them all
+        return encode((RESULTS, [(r[0], False, unsendable(r[2], exc), *r[3:]) for r in rows], unmapped or []))
 
 
 def unsendable(value: Any, exc: Exception) -> ExcInfo:

@@ -9,7 +9,10 @@ start are written only under that lock; the comments on them say which invariant
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
+import os
+import signal
 import threading
 from multiprocessing.context import BaseContext
 from typing import Any, Protocol
@@ -32,6 +35,8 @@ class Owner(Protocol):
     def on_ready(self, replica: Replica, info: dict[str, Any]) -> None: ...
 
     def on_results(self, replica: Replica, rows: list[protocol.Result], unmapped: list[str]) -> None: ...
+
+    def on_unreadable(self, replica: Replica, error: protocol.ExcInfo) -> None: ...
 
     def on_exit(self, replica: Replica) -> None: ...
 
@@ -146,18 +151,36 @@ class Replica:
                 data = self.conn.recv_bytes()
             except (EOFError, OSError):
                 break
-            msg = transport.decode(data)
-            transport.release(transport.segment_names(data))  # our mappings outlive the names
-            kind = msg[0]
-            if kind == protocol.RESULTS:
-                self.owner.on_results(self, msg[1], msg[2])
-            elif kind == protocol.LOG:
-                _emit_log(msg[1])
-            elif kind == protocol.READY:
-                self.owner.on_ready(self, msg[1])
-            elif kind == protocol.FAILED:
-                self.startup_error = msg[1]
+            try:
+                self._handle(data)
+            except Exception as exc:  # never die silently: the worker is replaced, its items retried
+                log.exception(
+                    "stage %r replica %d: a message could not be handled", self.owner.name, self.budget.replica
+                )
+                self._kill(f"the parent could not handle its message ({type(exc).__name__}: {exc})")
         self.owner.on_exit(self)
+
+    def _handle(self, data: bytes) -> None:
+        msg = transport.decode(data)
+        transport.release(transport.segment_names(data))  # our mappings outlive the names
+        kind = msg[0]
+        if kind == protocol.RESULTS:
+            self.owner.on_results(self, msg[1], msg[2])
+        elif kind == protocol.LOG:
+            _emit_log(msg[1])
+        elif kind == protocol.READY:
+            self.owner.on_ready(self, msg[1])
+        elif kind == protocol.FAILED:
+            self.startup_error = msg[1]
+        elif kind == protocol.UNREADABLE:
+            self.owner.on_unreadable(self, msg[1])
+
+    def _kill(self, reason: str) -> None:
+        """End the worker so that its exit (read by this thread as EOF) settles what it held."""
+        self.kill_reason = reason
+        if self.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
 
 
 def _emit_log(data: dict[str, Any]) -> None:

@@ -7,6 +7,7 @@ thread pools to its budget (`thread_env`) and choose its GPUs (`gpu_env`).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -14,6 +15,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..errors import ConfigError
+
+log = logging.getLogger("parapipe")
 
 _env_lock = threading.Lock()
 
@@ -85,7 +88,10 @@ class Deadlines:
                 if expired is None:
                     return
             for key in expired:
-                self._on_expired(key)
+                try:
+                    self._on_expired(key)
+                except Exception:  # one failed expiry must not end every later deadline
+                    log.exception("a deadline handler of %s raised", self._thread.name)
 
     def _wait_for_expiry(self) -> list[Any] | None:
         while not self._closed:
