@@ -97,9 +97,13 @@ class _DyingStore:
     """A job store whose writes end the writer thread (a bug below the runner's own handling)."""
 
     run = "t"
+    lease = 60.0
 
     def add(self, keys: Any, *, payloads: Any = None) -> dict[str, Any]:
         return {}
+
+    def renew(self) -> None:
+        pass
 
     def apply(self, writes: Any) -> list[Any]:
         raise _Fatal("the store broke")
@@ -109,7 +113,7 @@ class _DyingStore:
 def test_a_journal_writer_that_stops_is_reported_not_silent() -> None:
     runner = JournaledRunner(_DyingStore(), lambda item, key, index, on_retry: Future())  # type: ignore[arg-type]
     done = threading.Event()
-    runner._writer.put(Write("k", State.RUNNING), lambda _: done.set())
+    runner._writer.put([Write("k", State.RUNNING)], lambda _: done.set())
     runner._writer._thread.join(30)
     assert runner.failure is not None and "the store broke" in runner.failure
     assert not done.is_set()
