@@ -261,8 +261,10 @@ def test_cli_backend_options_become_the_engine_defaults(monkeypatch, command):
     from parapipe.cli import _parser
     from parapipe.ray import apply_backend_arguments
 
-    monkeypatch.delenv("PARAPIPE_BACKEND", raising=False)
-    monkeypatch.delenv("PARAPIPE_RAY_ADDRESS", raising=False)
+    # setenv, not delenv: monkeypatch then removes what the command sets, so later tests get the
+    # local backend again (delenv of an unset variable records nothing to undo).
+    monkeypatch.setenv("PARAPIPE_BACKEND", "local")
+    monkeypatch.setenv("PARAPIPE_RAY_ADDRESS", "")
     apply_backend_arguments(_parser().parse_args([*command, "--backend", "ray", "--ray-address", "auto"]))
     assert os.environ["PARAPIPE_BACKEND"] == "ray" and os.environ["PARAPIPE_RAY_ADDRESS"] == "auto"
 
