@@ -35,7 +35,6 @@ from .stage import Stage, stage
 if TYPE_CHECKING:
     from .engine import Engine
     from .graph import Parallel, Pipeline
-    from .runner import run
     from .service.client import AsyncClient, Client
     from .sinks import Sink
 

@@ -26,10 +26,11 @@ from .errors import ConfigError, EngineClosed
 from .graph import Node, as_graph, map_stages, stages
 from .itemkeys import ItemKeys
 from .journal import JobStore
+from .journaled import journaled_map
 from .mapper import MapWindow, Submit, chunk_size, window_size
 from .pools import PoolSet
 from .progress import NO_BAR, progress_bar
-from .recovery import Keys, journaled_map
+from .recovery import Keys
 from .resources import format_plan, usable_cores
 from .scheduler import Job, compile_graph
 

@@ -15,17 +15,19 @@ elsewhere.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
+import os
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
 from .errors import ItemError, JournalError
-from .journal import Record, State
-from .recovery import NOT_THE_ITEMS_FAULT, JournaledRunner, Keys, resolve
+from .journal import JobStore, Record, State
+from .recovery import NOT_THE_ITEMS_FAULT, EngineSubmit, JournaledRunner, Keys, open_store, resolve
 from .worker.protocol import Chunk, ChunkResult
 
 __all__ = ["JournaledMap"]
@@ -270,3 +272,28 @@ def _answered(outcome: Any) -> Future[Any]:
     future: Future[Any] = Future()
     resolve(future, outcome)
     return future
+
+
+@contextlib.contextmanager
+def journaled_map(
+    items: Iterator[Any],
+    submit: EngineSubmit,
+    journal: str | os.PathLike[str] | JobStore,
+    *,
+    namespace: str,
+    key: Keys,
+    retry_failed: bool,
+) -> Iterator[tuple[Iterator[Any], Callable[[Any, int], Future[Any]]]]:
+    """``map``'s items and ``submit(item, index)`` through the journal; on exit the last writes
+    are applied, what this runner still holds is given back, and a journal opened here is
+    closed. Close the map's window first, so that nothing is left in flight to record."""
+    store, opened = open_store(journal, namespace)
+    runner = JournaledRunner(store, submit)
+    journaled = JournaledMap(runner, key, retry_failed=retry_failed)
+    try:
+        yield journaled.feed(items), journaled
+    finally:
+        journaled.close()
+        runner.close()
+        if opened is not None:
+            opened.close()

@@ -21,14 +21,13 @@ finish (queued again).
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
@@ -36,7 +35,7 @@ from .errors import ItemError, JournalError, ResultLost, StageFailed, TaskTimeou
 from .journal import JobStore, State, Write, open_journal
 from .worker.protocol import Chunk, ChunkResult
 
-__all__ = ["JournaledRunner", "Keys", "journaled_map", "open_store", "resolve", "retryable"]
+__all__ = ["JournaledRunner", "Keys", "open_store", "resolve", "retryable"]
 
 log = logging.getLogger("parapipe")
 
@@ -69,33 +68,6 @@ def open_store(journal: str | os.PathLike[str] | JobStore, namespace: str) -> tu
         opened = open_journal(journal, run=namespace, max_result_bytes=None)
         return opened, opened
     return journal, None
-
-
-@contextlib.contextmanager
-def journaled_map(
-    items: Iterator[Any],
-    submit: EngineSubmit,
-    journal: str | os.PathLike[str] | JobStore,
-    *,
-    namespace: str,
-    key: Keys,
-    retry_failed: bool,
-) -> Iterator[tuple[Iterator[Any], Callable[[Any, int], Future[Any]]]]:
-    """``map``'s items and ``submit(item, index)`` through the journal; on exit the last writes
-    are applied, what this runner still holds is given back, and a journal opened here is
-    closed. Close the map's window first, so that nothing is left in flight to record."""
-    from .journaled import JournaledMap
-
-    store, opened = open_store(journal, namespace)
-    runner = JournaledRunner(store, submit)
-    journaled = JournaledMap(runner, key, retry_failed=retry_failed)
-    try:
-        yield journaled.feed(items), journaled
-    finally:
-        journaled.close()
-        runner.close()
-        if opened is not None:
-            opened.close()
 
 
 _Then = Callable[[list["int | Exception"]], None]

@@ -20,9 +20,9 @@ _Self = TypeVar("_Self", bound="SqlBase")
 
 
 class SqlBase:
-    """Reads and backend hooks of a journal in SQL; `SqlJournal` adds the writes."""
-    """A `JobStore` in SQL, safe to share between the threads of a process (see the package
-    docstring for the states and the guarantees). Subclasses open the database."""
+    """Reads and backend hooks of a journal in SQL, safe to share between the threads of a
+    process (see the package docstring for the states and the guarantees); `SqlJournal` adds
+    the writes, and subclasses open the database."""
 
     path: str
     placeholder = "?"

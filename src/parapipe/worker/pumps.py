@@ -22,8 +22,8 @@ _local = threading.local()
 
 @contextlib.contextmanager
 def deferred_pumps() -> Iterator[None]:
-    """Inside this block, `pump_soon` from this thread only notes its pool; each noted pool is
-    pumped once when the outermost block ends."""
+    """Inside this block, a pool that `defer`s from this thread is only noted; each noted pool
+    is pumped once when the outermost block ends."""
     if getattr(_local, "pools", None) is not None:
         yield
         return
@@ -35,12 +35,6 @@ def deferred_pumps() -> Iterator[None]:
         _local.pools = None
         for pool in pools.values():
             pool.pump()
-
-
-def pump_soon(pool: Pumpable) -> None:
-    """Pump now, or at the end of this thread's `deferred_pumps` block."""
-    if not defer(pool):
-        pool.pump()
 
 
 def defer(pool: Pumpable) -> bool:
