@@ -32,7 +32,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .errors import ItemError, JournalError, ResultLost, StageFailed, TaskTimeout, WorkerDied
-from .journal import JobStore, State, Write, open_journal
+from .journal import JobStore, State, ValueNotStorable, Write, open_journal
 from .worker.protocol import Chunk, ChunkResult
 
 __all__ = ["JournaledRunner", "Keys", "open_store", "resolve", "retryable"]
@@ -73,10 +73,6 @@ def open_store(journal: str | os.PathLike[str] | JobStore, namespace: str) -> tu
 _Then = Callable[[list["int | Exception"]], None]
 _Make = Callable[[], list[Write]]
 _STOP = object()
-
-
-class _Unstorable(JournalError):
-    """A write whose value the store could not encode (e.g. nested too deep for JSON)."""
 
 
 class _Writer:
@@ -159,7 +155,7 @@ class _Writer:
         except Exception:  # a value the journal cannot encode (too deep): apply them one by one
             answers = [self._apply_alone(w) for w in flat]
         answers = [
-            self._unstorable(w, a) if isinstance(a, _Unstorable) else a for w, a in zip(flat, answers, strict=True)
+            self._unstorable(w, a) if isinstance(a, ValueNotStorable) else a for w, a in zip(flat, answers, strict=True)
         ]
         start = 0
         for (_, then), group in zip(entries, groups, strict=True):
@@ -174,7 +170,7 @@ class _Writer:
         try:
             return self._store.apply([write])[0]
         except Exception as exc:
-            return _Unstorable(f"cannot store the outcome of {write.key!r}: {type(exc).__name__}: {exc}")
+            return ValueNotStorable(f"cannot store the outcome of {write.key!r}: {type(exc).__name__}: {exc}")
 
     def _unstorable(self, write: Write, refused: JournalError) -> int | Exception:
         """A result the journal cannot encode fails its item with that reason, so the item does

@@ -40,14 +40,15 @@ def test_rerun_returns_stored_results_without_running_again(tmp_path):
 @pytest.mark.timeout(300)
 def test_chaos_every_item_done_exactly_once(tmp_path):
     """A worker is SIGKILLed every 50 results the loop receives (paced by work done, not by
-    time, so a fast machine still sees the kills)."""
+    time, so a fast machine still sees the kills). ``max_inflight`` keeps items one by one in a
+    small window: cheap items in chunks would all be done before the first kill lands."""
     db = tmp_path / "chaos.db"
     graph = pp.Pipeline(pp.stage(S.times_three, replicas=2), pp.stage(S.add_one, replicas=2))
     rng = random.Random(7)
     kills = []
     out = []
     with pp.Engine(graph, retries=1000, start_method=START_METHOD) as engine:
-        for i, result in enumerate(engine.map(range(2000), journal=db, key=str, return_exceptions=True)):
+        for i, result in enumerate(engine.map(range(2000), journal=db, key=str, return_exceptions=True, max_inflight=8)):
             out.append(result)
             ready = [w["pid"] for w in engine.workers() if w["state"] == "ready"]
             if i % 50 == 25 and ready:

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import JournalError
-from .codec import DEFAULT_MAX_RESULT_BYTES, Record, State, Write
+from .codec import DEFAULT_MAX_RESULT_BYTES, Record, State, ValueNotStorable, Write
 from .sqlite import Journal
 from .store import DEFAULT_LEASE, JobStore, format_counts
 
@@ -51,6 +51,7 @@ __all__ = [
     "PostgresJournal",
     "Record",
     "State",
+    "ValueNotStorable",
     "Write",
     "format_counts",
     "is_postgres_url",

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 
 from ..errors import ItemError, JournalError
 
-__all__ = ["DEFAULT_MAX_RESULT_BYTES", "INTERRUPTED", "Record", "State", "Write"]
+__all__ = ["DEFAULT_MAX_RESULT_BYTES", "INTERRUPTED", "Record", "State", "ValueNotStorable", "Write"]
 
 # A result larger than this is not kept (the item still counts as done): a journal full of
 # model outputs would grow without bound and make every page of the CLI slow to read. The
@@ -245,11 +245,16 @@ def _is_plain_json(value: Any) -> bool:
     return False
 
 
+class ValueNotStorable(JournalError):
+    """A write refused for its value (neither plain JSON nor picklable, or nested too deep),
+    not for the move it asked: the driver fails such an item rather than leave it running."""
+
+
 def _pickle_blob(value: Any) -> Blob:
     try:
         return Blob("pickle", pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
     except (pickle.PicklingError, TypeError, AttributeError, RecursionError) as exc:
-        raise JournalError(
+        raise ValueNotStorable(
             f"cannot store a {type(value).__name__}: it is neither plain JSON nor picklable"
         ) from exc
 

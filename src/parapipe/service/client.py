@@ -34,7 +34,8 @@ from typing import IO, Any
 import httpx
 
 from ..errors import ConfigError
-from .config import DEFAULT_MAX_QUEUE, MAX_LONG_POLL, STREAM_WINDOW
+from .config import DEFAULT_MAX_CONNECTIONS as SERVER_MAX_CONNECTIONS
+from .config import MAX_LONG_POLL, STREAM_WINDOW
 from .errors import JobCancelled, RequestTimeout, ServiceError, Unreachable, error_from, raise_for_error
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncClient", "Client"]
@@ -45,10 +46,11 @@ DEFAULT_TIMEOUT = 330.0
 NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 """httpx writes a POST's headers and body separately: with Nagle's algorithm on, the body then
 waits for the server's delayed ACK, about 40 ms per request on Linux."""
-DEFAULT_MAX_CONNECTIONS = DEFAULT_MAX_QUEUE
-"""Connections one client may open, so one client can fill a default server's admission queue
-(1024 requests; past it the server answers 429 anyway) instead of stopping at httpx's default
-of 100. Each connection is a file descriptor: lower it under a small ``ulimit -n``. Idle
+DEFAULT_MAX_CONNECTIONS = SERVER_MAX_CONNECTIONS
+"""Connections one client may open: as many as a default server accepts (``--max-connections``,
+256), instead of stopping at httpx's default of 100; more would only be refused by the server.
+Requests past it wait in the client for a free connection, so 300 concurrent calls still all
+complete. Each connection is a file descriptor: lower it under a small ``ulimit -n``. Idle
 connections are all kept alive, so the next burst does not reconnect."""
 
 FileInput = str | os.PathLike[str] | bytes | IO[bytes]
