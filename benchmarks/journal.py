@@ -27,7 +27,7 @@ import parapipe as pp
 from parapipe.journal import Journal, State, Write
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import machine_line, print_table
+from _common import Figure, add_plot_options, machine_line, plot_page, print_table
 
 
 def noop(x: Any) -> Any:
@@ -91,13 +91,23 @@ def _resume_seconds(workdir: str, n: int) -> tuple[float, float]:
     return rerun, pending
 
 
+FIGURE = Figure("a journaled map before and after the journal rework (issue 20)", ("measure",), ("before", "after"),
+                 log=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--resume", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    add_plot_options(parser)
     args = parser.parse_args()
+    if args.plot_from:
+        plot_page(FIGURE, args.plot_from, args.plot)
+        return
+    if args.plot:
+        raise SystemExit("the figure compares two runs (before, after): write them in the page, then --plot-from it")
     if args.child:
         _child(args.child[0], int(args.child[1]))
         return

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import Figure, add_plot_options
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
@@ -79,8 +80,13 @@ def der(reference: Sequence[Turn], hypothesis: Sequence[Turn], collar: float = C
     false_alarm = int(np.maximum(n_hyp - n_ref, 0).sum())
     confusion = int(np.minimum(n_ref, n_hyp).sum()) - matched
     share = 1.0 / max(total, 1)
-    return {"der": (missed + false_alarm + confusion) * share, "missed": missed * share,
-            "false_alarm": false_alarm * share, "confusion": confusion * share, "scored": total * FRAME}
+    return {
+        "der": (missed + false_alarm + confusion) * share,
+        "missed": missed * share,
+        "false_alarm": false_alarm * share,
+        "confusion": confusion * share,
+        "scored": total * FRAME,
+    }
 
 
 def _activity(turns: Sequence[Turn], names: list[str], n: int) -> np.ndarray:
@@ -149,8 +155,9 @@ def _registry(tmp: Path) -> Path:
     from parapipe.audio.embedding import VoiceEmbedder
 
     corpus = tmp / "corpus"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_corpus.py"), str(corpus)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "make_corpus.py"), str(corpus)], check=True, capture_output=True
+    )
     labels = json.loads((corpus / "labels.json").read_text())["files"]
     by_speaker: dict[str, list[Path]] = {}
     for rel, label in labels.items():
@@ -176,8 +183,10 @@ def score(corpus: str, files: list[tuple[dict[str, Any], dict[str, Any]]]) -> li
         reference = label["turns"]
         found_turns = result["turns"]
         if len(reference) > 1 or label.get("kind") != "clip":
-            measured = der([(t["start"], t["end"], t["speaker"]) for t in reference],
-                           [(t["start"], t["end"], t["speaker"] or "?") for t in found_turns])
+            measured = der(
+                [(t["start"], t["end"], t["speaker"]) for t in reference],
+                [(t["start"], t["end"], t["speaker"] or "?") for t in found_turns],
+            )
             errors += measured["der"] * measured["scored"]
             scored += measured["scored"]
             found += len(result["speakers"])
@@ -194,7 +203,8 @@ def score(corpus: str, files: list[tuple[dict[str, Any], dict[str, Any]]]) -> li
                 enrolled_all += 1
                 enrolled_ok += match is not None and match["speaker"] == turn["speaker"]
     return [
-        corpus, len(files),
+        corpus,
+        len(files),
         f"{100 * errors / scored:.1f} %" if scored else "-",
         f"{100 * jiwer.wer(refs, hyps):.1f} %" if refs else "-",
         f"{100 * gender_ok / gender_all:.1f} % of {gender_all}" if gender_all else "-",
@@ -203,12 +213,19 @@ def score(corpus: str, files: list[tuple[dict[str, Any], dict[str, Any]]]) -> li
     ]
 
 
+FIGURE = Figure("speech quality per corpus: error rates in % (lower is better)", ("corpus",),
+                 ("DER (±0.25 s collar)", "WER"))  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
-    from _common import machine_line, print_table
+    from _common import machine_line, plot_page, plot_table, print_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="only these conversations (scripts/make_conversations.py names)")
+    add_plot_options(parser)
     args = parser.parse_args(argv)
+    if args.plot_from:
+        return plot_page(FIGURE, args.plot_from, args.plot)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         make = [sys.executable, str(REPO / "scripts" / "make_conversations.py"), str(tmp / "conv")]
@@ -227,17 +244,25 @@ def main(argv: list[str] | None = None) -> int:
                 audio += result["duration"]
                 turn = {"start": 0.0, "end": result["duration"], **{k: clip[k] for k in ("speaker", "gender", "text")}}
                 by_corpus.setdefault("librivox", []).append(
-                    ({"kind": "clip", "turns": [turn], "speakers": [clip["speaker"]]}, result))
+                    ({"kind": "clip", "turns": [turn], "speakers": [clip["speaker"]]}, result)
+                )
     order = ["generated", "overlap", "monologue", "real", "librivox"]
     rows = [score(corpus, by_corpus[corpus]) for corpus in order if corpus in by_corpus]
     cpu = analyse.cpu
+    headers = ["corpus", "files", "DER (±0.25 s collar)", "WER", "gender per turn", "enrolled named",
+               "speakers found/true"]  # fmt: skip
+    if args.plot:
+        plot_table(FIGURE, headers, rows, args.plot)
     print_table(
-        ["corpus", "files", "DER (±0.25 s collar)", "WER", "gender per turn", "enrolled named", "speakers found/true"],
-        rows, title="Speech quality on known answers",
-        notes=[machine_line(),
-               f"{audio:.0f} s of audio; CPU seconds (one thread per model): transcribe {cpu['transcribe']:.1f}, "
-               f"speaker (diarization + naming) {cpu['speaker']:.1f} = "
-               f"{100 * cpu['speaker'] / cpu['transcribe']:.1f} % of transcribe, gender {cpu['gender_age']:.1f}"],
+        headers,
+        rows,
+        title="Speech quality on known answers",
+        notes=[
+            machine_line(),
+            f"{audio:.0f} s of audio; CPU seconds (one thread per model): transcribe {cpu['transcribe']:.1f}, "
+            f"speaker (diarization + naming) {cpu['speaker']:.1f} = "
+            f"{100 * cpu['speaker'] / cpu['transcribe']:.1f} % of transcribe, gender {cpu['gender_age']:.1f}",
+        ],
     )
     return 0
 

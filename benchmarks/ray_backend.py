@@ -18,7 +18,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import machine_line, print_table
+from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
 
 import parapipe as pp
 
@@ -74,11 +74,19 @@ def bench_hand_ray(items: int, calls: int) -> tuple[float, float, float, float]:
     return (rate, *_quantiles(trips), cold)
 
 
+FIGURE = Figure("a no-op graph: parapipe local and on Ray vs hand-written Ray actors", ("no-op graph",),
+                 ("items/s (map)", "round trip p50 ms"), log=True)  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=3000)
     parser.add_argument("--calls", type=int, default=300)
+    add_plot_options(parser)
     args = parser.parse_args()
+    if args.plot_from:
+        plot_page(FIGURE, args.plot_from, args.plot)
+        return
     import ray
 
     t0 = time.perf_counter()
@@ -103,9 +111,12 @@ def main() -> None:
         )
         for name, (rate, p50, p99, cold) in rows.items()
     ]
+    headers = ["no-op graph", "items/s (map)", "round trip p50 ms", "p99 ms", "cold start s", "x hand items/s",
+               "x hand p50"]  # fmt: skip
+    if args.plot:
+        plot_table(FIGURE, headers, table, args.plot)
     print_table(
-        ["no-op graph", "items/s (map)", "round trip p50 ms", "p99 ms", "cold start s", "x hand items/s",
-         "x hand p50"],
+        headers,
         table,
         title="parapipe on Ray vs hand-written Ray actors",
         notes=[machine_line(), f"ray.init (local, once, not in any row): {ray_start:.2f} s",
