@@ -39,11 +39,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import Figure, add_plot_options
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "src"))
+
+from _common import Figure, add_plot_options  # noqa: E402  (the tests import this module by path)
 
 FRAME = 0.01
 COLLAR = 0.25

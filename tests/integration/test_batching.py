@@ -77,9 +77,13 @@ def test_batching_inside_parallel_and_pipeline():
 
 def test_a_cancelled_item_never_joins_a_batch():
     """Item 3 fails in its other branch while it waits for a batch (a minute: only filling
-    releases one). Item 4 fills its batch, which goes without it; 5 and 6 fill the next."""
+    releases one). Item 4 fills its batch, which goes without it; 5 and 6 fill the next.
+
+    The probe branch comes first, so item 3 is in the batch queue before its failing branch is
+    even submitted (branches are submitted in order, each queued at once): on a loaded machine
+    the failure could otherwise land first and 3 would never reach the queue."""
     probe = S.BatchProbe().options(batch_size=2, batch_wait=60.0)
-    graph = pp.Parallel(check=pp.stage(S.fail_on_three), probe=probe)
+    graph = pp.Parallel(probe=probe, check=pp.stage(S.fail_on_three))
     with pp.Engine(graph) as engine:
         doomed = engine.submit(3)
         with pytest.raises(pp.StageError):
