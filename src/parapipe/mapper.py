@@ -15,6 +15,7 @@ import copy
 import itertools
 import math
 import queue
+import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -29,6 +30,13 @@ _CHEAP_STAGE_SECONDS = 0.001
 """Stages faster than this per item are chunked: the per-item overhead would dominate."""
 _MAP_CHUNK_SECONDS = 0.005
 _MAX_MAP_CHUNK = 4096
+_UNIT_BYTES = 512 << 10
+"""Most result bytes a unit of cheap items should hold. The parent keeps a window of units
+(each answered with one message), so this, not the number of items, bounds its memory: 8 units
+of 1 KB results hold 4 MiB, not 8 x 4,096 KB, and a cheap stage returning large arrays goes
+item by item, so that no more than the window's results are mapped at once."""
+_SAMPLE_ITEMS = 8
+"""Items of a container result sized to estimate the whole."""
 
 Submit = Callable[[Any, int], "Future[Any]"]
 """``submit(value, index)``: put one item (or a `Chunk` starting at ``index``) in flight."""
@@ -94,6 +102,8 @@ class MapWindow:
         self._ordered = ordered
         self._return_exceptions = return_exceptions
         self._bar = bar
+        self._item_bytes: int | None = None
+        """Estimated parent memory per outcome (a result or an error), from the last unit read."""
 
     def units(self, items: Iterator[Any]) -> Generator[Iterable[Any], None, None]:
         """Each unit's outcomes in turn (a list when nothing failed, the common, fast case).
@@ -109,7 +119,7 @@ class MapWindow:
         try:
             while True:
                 while not exhausted and len(units) < self._window:
-                    batch = list(itertools.islice(items, self._chunk_size()))
+                    batch = list(itertools.islice(items, min(self._chunk_size(), self._fitting())))
                     if not batch:
                         exhausted = True
                         break
@@ -128,20 +138,37 @@ class MapWindow:
                 outcomes = self._expand(current)
                 current = None
                 yield outcomes
+                del outcomes  # consumed: not kept alive while the next unit is awaited
         finally:
             if current is not None:
                 current.future.cancel()
             for unit in units.values():
                 unit.future.cancel()
 
+    def _fitting(self) -> int:
+        """Items per unit whose results fit `_UNIT_BYTES`, as far as the results seen tell.
+
+        One until a result was seen: a second map on the same engine knows the stages' cost
+        (thousands of items per unit) but not the size of this map's results, so its first
+        window goes item by item (a window of round trips, once per map)."""
+        if self._item_bytes is None:
+            return 1
+        return max(1, _UNIT_BYTES // self._item_bytes)
+
     def _expand(self, unit: _Unit) -> Iterable[Any]:
         self._bar.update(unit.size)
         if unit.size == 1:
-            return (self._outcome(unit.future),)
+            outcome = self._outcome(unit.future)
+            self._item_bytes = _result_bytes(outcome)  # an error is held in the window too
+            return (outcome,)
         try:
             rows = unit.future.result()
         except ItemError as whole:  # the chunk failed as one (its stage failed): every element did
+            self._item_bytes = _result_bytes(whole)
             return [self._failed(_for_element(whole, unit.first + k)) for k in range(unit.size)]
+        values = rows.values
+        if values:  # a few samples: sizing every result would cost more than a cheap stage
+            self._item_bytes = max(_result_bytes(values[k]) for k in {0, len(values) // 2, len(values) - 1})
         if not rows.errors:
             return rows.values
         return self._chunk_outcomes(unit.first, rows)
@@ -164,6 +191,29 @@ class MapWindow:
         if not self._return_exceptions:
             raise error
         return error
+
+
+def _result_bytes(value: Any) -> int:
+    """Rough parent memory held by one result: its own size, plus its items' for a list, tuple
+    or dict (sampled: this runs once per unit, on the consumer's thread)."""
+    size = _own_bytes(value)
+    kind = type(value)
+    if kind is list or kind is tuple or kind is dict:
+        items = list(itertools.islice(value.values() if kind is dict else value, _SAMPLE_ITEMS))
+        if items:
+            size += sum(_own_bytes(item) for item in items) * len(value) // len(items)
+    return size
+
+
+def _own_bytes(value: Any) -> int:
+    """``sys.getsizeof``, or the buffer's size where larger: an array decoded from a segment is
+    a view, which owns no memory in getsizeof's eyes but keeps the segment mapped."""
+    size = sys.getsizeof(value, 64)
+    if getattr(type(value), "nbytes", None) is not None:
+        nbytes = value.nbytes
+        if isinstance(nbytes, int):
+            size = max(size, nbytes)
+    return size
 
 
 def _signal(done: queue.SimpleQueue[int], unit: int) -> Callable[[Future[Any]], None]:
