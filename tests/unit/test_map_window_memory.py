@@ -82,17 +82,17 @@ def test_a_consumed_unit_is_let_go_before_the_next_one_is_awaited() -> None:
 
 def test_a_named_items_future_is_freed_without_the_cycle_collector() -> None:
     names = ItemKeys(None, pair=True, return_exceptions=False)
-    inner: Future[Any] = Future()
+    pending: list[Future[Any]] = [Future()]
     gc.collect()
     gc.disable()
     try:
         items: Iterator[Any] = names.feed(iter(["a"]))
         next(items)
-        outer = names.submit(lambda value, index: inner)("a", 0)
-        inner.set_result(1)
+        outer = names.submit(lambda value, index: pending[0])("a", 0)
+        pending.pop().set_result(1)
         assert outer.result() == (0, 1)
         ref = weakref.ref(outer)
-        del outer, inner
+        del outer
         assert ref() is None
     finally:
         gc.enable()
