@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .errors import ConfigError, ItemError
+from .relay import Relay
 
 __all__ = ["ItemKeys"]
 
@@ -81,32 +82,17 @@ class ItemKeys:
         return index
 
 
-class _Named(Future[Any]):
-    """The future ``map`` holds for a named item: ``inner``'s outcome, with the item's name.
-
-    Cancelling it cancels ``inner``. It lets go of ``inner`` once that landed: ``inner`` holds
-    this future through its done-callback, so keeping it would make a reference cycle, and
-    every finished item would live until the cycle collector runs (issue 20).
-    """
+class _Named(Relay[Any]):
+    """The future ``map`` holds for a named item: ``inner``'s outcome, with the item's name."""
 
     def __init__(self, inner: Future[Any], name: Name, *, pair: bool, return_exceptions: bool) -> None:
-        super().__init__()
-        self._inner: Future[Any] | None = inner
+        super().__init__(inner)
         self._name = name
         self._pair = pair
         self._return_exceptions = return_exceptions
         inner.add_done_callback(self._landed)
 
-    def cancel(self) -> bool:
-        if not super().cancel():
-            return False
-        inner, self._inner = self._inner, None
-        if inner is not None:
-            inner.cancel()
-        return True
-
     def _landed(self, inner: Future[Any]) -> None:
-        self._inner = None
         if inner.cancelled():
             self.cancel()
             return

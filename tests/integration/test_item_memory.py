@@ -121,3 +121,19 @@ def test_large_array_results_are_mapped_at_most_a_window_at_once() -> None:
             most = max(most, _mapped_segments())
             del result
     assert most <= window_size(1) + 2, f"{most} results mapped at once"
+
+
+def test_a_journaled_map_keeps_parent_memory_flat_without_the_cycle_collector(tmp_path: Any) -> None:
+    """The journal's future per unit wrapped the engine's with a done-callback on each side, a
+    reference cycle: with the collector off, 50k items with 1 KB results grew the parent by
+    ~24 MiB (every unit's results kept); now a few MiB, the window."""
+    n = 50_000
+    with pp.Engine(pp.stage(kilobyte)) as engine, no_cycle_collector():
+        for _ in engine.map(range(n), journal=tmp_path / "warm.db"):  # the allocator's working size
+            pass
+        before = peak = _rss()
+        for i, _ in enumerate(engine.map(range(n), journal=tmp_path / "journal.db")):
+            if i % 256 == 0:
+                peak = max(peak, _rss())
+    grown = peak - before
+    assert grown <= 10 << 20, f"the parent's peak grew by {grown / 2**20:.1f} MiB over {n} journaled items"

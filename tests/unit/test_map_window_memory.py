@@ -1,5 +1,6 @@
 """What ``map``'s window keeps alive: units sized by their results' bytes, consumed results let
-go before the next unit is awaited, and named items freed without the cycle collector (issue 20)."""
+go before the next unit is awaited, and the futures wrapping an item's (named, journaled)
+freed without the cycle collector (issue 20)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 import numpy
 
 from parapipe.itemkeys import ItemKeys
+from parapipe.journaled import _chain, _Combined
 from parapipe.mapper import _UNIT_BYTES, MapWindow
+from parapipe.relay import Relay
 from parapipe.worker.protocol import Chunk, ChunkResult
 
 
@@ -103,3 +106,70 @@ def test_names_are_not_kept_for_a_journal_that_is_not_there() -> None:
     for _ in names.feed(iter(range(1000))):
         pass
     assert not names._unread
+
+
+def _freed_without_collector(make: Any) -> bool:
+    """Whether the future ``make()`` returns (already answered) dies on ``del`` alone."""
+    gc.collect()
+    gc.disable()
+    try:
+        future = make()
+        ref = weakref.ref(future)
+        del future
+        return ref() is None
+    finally:
+        gc.enable()
+
+
+def test_a_relay_answered_from_its_source_is_freed_without_the_cycle_collector() -> None:
+    def make() -> Future[Any]:
+        source: Future[Any] = Future()
+        relay: Relay[Any] = Relay(source)
+        source.add_done_callback(lambda f: relay.set_result(f.result()))
+        source.set_result(1)
+        assert relay.result() == 1
+        return relay
+
+    assert _freed_without_collector(make)
+
+
+def test_cancelling_a_relay_cancels_its_source_even_one_followed_later() -> None:
+    first: Future[Any] = Future()
+    Relay(first).cancel()
+    later: Future[Any] = Future()
+    relay: Relay[Any] = Relay()
+    relay.cancel()
+    relay.follow(later)
+    assert first.cancelled() and later.cancelled()
+
+
+def test_a_chained_waiting_item_is_freed_without_the_cycle_collector() -> None:
+    def make() -> Future[Any]:
+        source: Future[Any] = Future()
+        target: Relay[Any] = Relay()
+        _chain(source, target)
+        source.set_result(2)
+        assert target.result() == 2
+        return target
+
+    assert _freed_without_collector(make)
+
+
+def test_a_combined_unit_is_freed_without_the_cycle_collector_and_cancels_its_parts() -> None:
+    def make() -> Future[Any]:
+        combined = _Combined(3)
+        parts: list[Future[Any]] = [Future(), Future()]
+        combined.add([0], parts[0], chunk=False)
+        combined.add([1, 2], parts[1], chunk=True)
+        parts[0].set_result("a")
+        parts[1].set_result(ChunkResult(["b", "c"], {}))
+        combined.check()
+        assert combined.result().values == ["a", "b", "c"]
+        return combined
+
+    assert _freed_without_collector(make)
+    combined = _Combined(1)
+    part: Future[Any] = Future()
+    combined.add([0], part, chunk=False)
+    combined.cancel()
+    assert part.cancelled()
