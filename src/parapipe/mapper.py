@@ -7,6 +7,10 @@ the same loop serves a plain map (the engine's submit) and a journaled one (`rec
 Chunks: when a worker dies holding a chunk, the pool splits it and answers with one
 `ChunkResult` whose ``errors`` name the elements that failed, so the window only turns each
 error into its element's outcome; it never resubmits.
+
+Memory: the parent holds the window's outcomes and nothing per item beyond them, so a map of
+millions of items stays as large as its window. Units are sized in bytes as well as in items
+(`_UNIT_BYTES`), and a consumed unit is let go before the next one is awaited.
 """
 
 from __future__ import annotations
@@ -80,7 +84,8 @@ class MapWindow:
         submit: puts one value in flight and returns its future.
         window: most units in flight at once.
         chunk_size: asked before each unit, so chunks grow once the stages' cost is measured;
-            1 sends items one by one.
+            1 sends items one by one. The window caps it so that a unit's results fit
+            `_UNIT_BYTES`, as estimated from the outcomes it last read.
         ordered: yield outcomes in input order (else as units complete).
         return_exceptions: yield an `ItemError` in place of a failed item's result.
         bar: anything with ``update(n)``; told of every finished item.
