@@ -310,7 +310,7 @@ class Engine:
             if with_keys or (key is not None and journal is None):
                 names = ItemKeys(key, pair=with_keys, return_exceptions=return_exceptions)
                 items = names.feed(items)
-                key = names.journal_keys()
+                key = names.journal_keys() if journal is not None else None
             if journal is not None:
                 journaled = journaled_map(
                     items, self._submit_job, journal, namespace=namespace, key=key, retry_failed=retry_failed

@@ -16,6 +16,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from .errors import ConfigError, ItemError
+from .relay import Relay
 
 __all__ = ["ItemKeys"]
 
@@ -41,51 +42,34 @@ class ItemKeys:
         self._pair = pair
         self._return_exceptions = return_exceptions
         self._names: dict[int, Name] = {}
-        self._unread: deque[str] = deque()
+        self._unread: deque[str] | None = None
+        """The names as strings, kept only once a journal asked for them (`journal_keys`): it
+        reads each one as it claims the item; without a journal nobody would, and they would
+        pile up, one per item of the map."""
 
     def feed(self, items: Iterator[Any]) -> Iterator[Any]:
         """``items``, each named as it passes (wrap the items before anything else reads them)."""
         for index, item in enumerate(items):
             name = self._name(item, index)
             self._names[index] = name
-            self._unread.append(str(name))
+            if self._unread is not None:
+                self._unread.append(str(name))
             yield item
 
     def journal_keys(self) -> Iterator[str]:
         """The same names as strings, for the journal: it reads one per item it has been fed, so
-        the sequence (or the key function) is consumed once, here."""
+        the sequence (or the key function) is consumed once, here. Call it before `feed` runs."""
+        self._unread = deque()
         return iter(self._unread.popleft, None)  # never exhausted: one name per item fed so far
 
     def submit(self, submit: Submit) -> Submit:
         """``submit`` whose futures name their item: errors carry the key, pairs if asked."""
 
         def named(value: Any, index: int) -> Future[Any]:
-            return self._named(submit(value, index), self._names.pop(index))
+            name = self._names.pop(index)
+            return _Named(submit(value, index), name, pair=self._pair, return_exceptions=self._return_exceptions)
 
         return named
-
-    def _named(self, inner: Future[Any], name: Name) -> Future[Any]:
-        outer: Future[Any] = Future()
-        outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
-
-        def done(f: Future[Any]) -> None:
-            if f.cancelled():
-                outer.cancel()
-                return
-            if not outer.set_running_or_notify_cancel():
-                return
-            error = f.exception()
-            if isinstance(error, ItemError) and isinstance(name, str):
-                error.key = name
-            if error is None:
-                outer.set_result((name, f.result()) if self._pair else f.result())
-            elif self._pair and self._return_exceptions and isinstance(error, ItemError):
-                outer.set_result((name, error))
-            else:
-                outer.set_exception(error)
-
-        inner.add_done_callback(done)
-        return outer
 
     def _name(self, item: Any, index: int) -> Name:
         if self._key_fn is not None:
@@ -96,3 +80,30 @@ class ItemKeys:
             except StopIteration:
                 raise ConfigError(f"map got more items than keys (key= ran out at item {index})") from None
         return index
+
+
+class _Named(Relay[Any]):
+    """The future ``map`` holds for a named item: ``inner``'s outcome, with the item's name."""
+
+    def __init__(self, inner: Future[Any], name: Name, *, pair: bool, return_exceptions: bool) -> None:
+        super().__init__(inner)
+        self._name = name
+        self._pair = pair
+        self._return_exceptions = return_exceptions
+        inner.add_done_callback(self._landed)
+
+    def _landed(self, inner: Future[Any]) -> None:
+        if inner.cancelled():
+            self.cancel()
+            return
+        if not self.set_running_or_notify_cancel():
+            return
+        error = inner.exception()
+        if isinstance(error, ItemError) and isinstance(self._name, str):
+            error.key = self._name
+        if error is None:
+            self.set_result((self._name, inner.result()) if self._pair else inner.result())
+        elif self._pair and self._return_exceptions and isinstance(error, ItemError):
+            self.set_result((self._name, error))
+        else:
+            self.set_exception(error)

@@ -28,6 +28,7 @@ from typing import Any
 from .errors import ItemError, JournalError
 from .journal import JobStore, Record, State
 from .recovery import NOT_THE_ITEMS_FAULT, EngineSubmit, JournaledRunner, Keys, open_store, resolve
+from .relay import Relay
 from .worker.protocol import Chunk, ChunkResult
 
 __all__ = ["JournaledMap"]
@@ -105,7 +106,7 @@ class JournaledMap:
             keys = [records[k][0] for k in run]
             combined.add(run, self._runner.submit_chunk([value[k] for k in run], keys, index + run[0]), chunk=True)
         combined.check()
-        return combined.future
+        return combined
 
     def answered_ahead(self) -> int:
         """How many of the next items are finished (answered from the journal, never run), so
@@ -159,13 +160,13 @@ class _Waiter:
     def __init__(self, owner: JournaledMap, poll: float) -> None:
         self._map = owner
         self._poll = poll
-        self._entries: dict[str, tuple[Any, int, Future[Any]]] = {}
+        self._entries: dict[str, tuple[Any, int, Relay[Any]]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def wait(self, item: Any, key: str, index: int) -> Future[Any]:
-        future: Future[Any] = Future()
+        future: Relay[Any] = Relay()  # follows the item's own future once it is answered or claimed
         with self._lock:
             self._entries[key] = (item, index, future)
             if self._thread is None:
@@ -205,11 +206,16 @@ class _Waiter:
                 _chain(self._map.one(item, key, record, index), future)
 
 
-class _Combined:
-    """One `ChunkResult` future gathered from the futures of a unit's parts."""
+class _Combined(Future[ChunkResult]):
+    """One `ChunkResult` future gathered from the futures of a unit's parts.
+
+    Cancelling it cancels the parts. It holds them only until it has an outcome: each part's
+    done-callback refers to it, so holding them longer would be a reference cycle that keeps
+    the unit's results until the cycle collector runs (issue 20).
+    """
 
     def __init__(self, n: int) -> None:
-        self.future: Future[ChunkResult] = Future()
+        super().__init__()
         self.values: list[Any] = [None] * n
         self.errors: dict[int, ItemError] = {}
         self.remaining = n
@@ -217,7 +223,14 @@ class _Combined:
         calls `check`."""
         self._parts: list[Future[Any]] = []
         self._lock = threading.Lock()
-        self.future.add_done_callback(self._cancel_parts)
+
+    def cancel(self) -> bool:
+        if not super().cancel():
+            return False
+        parts, self._parts = self._parts, []
+        for part in parts:
+            part.cancel()
+        return True
 
     def add(self, positions: list[int], part: Future[Any], *, chunk: bool) -> None:
         """``part`` answers the unit's elements at ``positions``: a `ChunkResult` when ``chunk``,
@@ -227,11 +240,12 @@ class _Combined:
 
     def _landed(self, positions: list[int], part: Future[Any], chunk: bool) -> None:
         if part.cancelled():
-            self.future.cancel()
+            self.cancel()
             return
         error = part.exception()
         if error is not None and not isinstance(error, ItemError):
-            resolve(self.future, error)
+            self._parts = []
+            resolve(self, error)
             return
         with self._lock:
             if isinstance(error, ItemError):
@@ -252,17 +266,13 @@ class _Combined:
         with self._lock:
             finished, self.remaining = self.remaining == 0, self.remaining or -1
         if finished:  # once: remaining is -1 from now on
-            resolve(self.future, ChunkResult(self.values, self.errors))
-
-    def _cancel_parts(self, future: Future[Any]) -> None:
-        if future.cancelled():
-            for part in self._parts:
-                part.cancel()
+            self._parts = []
+            resolve(self, ChunkResult(self.values, self.errors))
 
 
-def _chain(source: Future[Any], target: Future[Any]) -> None:
+def _chain(source: Future[Any], target: Relay[Any]) -> None:
     """``target`` gets ``source``'s outcome; cancelling ``target`` cancels ``source``."""
-    target.add_done_callback(lambda f: f.cancelled() and source.cancel())
+    target.follow(source)
     source.add_done_callback(
         lambda f: target.cancel() if f.cancelled() else resolve(target, f.exception() or f.result())
     )

@@ -7,6 +7,10 @@ the same loop serves a plain map (the engine's submit) and a journaled one (`rec
 Chunks: when a worker dies holding a chunk, the pool splits it and answers with one
 `ChunkResult` whose ``errors`` name the elements that failed, so the window only turns each
 error into its element's outcome; it never resubmits.
+
+Memory: the parent holds the window's outcomes and nothing per item beyond them, so a map of
+millions of items stays as large as its window. Units are sized in bytes as well as in items
+(`_UNIT_BYTES`), and a consumed unit is let go before the next one is awaited.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import copy
 import itertools
 import math
 import queue
+import sys
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from typing import Any
@@ -29,6 +34,13 @@ _CHEAP_STAGE_SECONDS = 0.001
 """Stages faster than this per item are chunked: the per-item overhead would dominate."""
 _MAP_CHUNK_SECONDS = 0.005
 _MAX_MAP_CHUNK = 4096
+_UNIT_BYTES = 512 << 10
+"""Most result bytes a unit of cheap items should hold. The parent keeps a window of units
+(each answered with one message), so this, not the number of items, bounds its memory: 8 units
+of 1 KB results hold 4 MiB, not 8 x 4,096 KB, and a cheap stage returning large arrays goes
+item by item, so that no more than the window's results are mapped at once."""
+_SAMPLE_ITEMS = 8
+"""Items of a container result sized to estimate the whole."""
 
 Submit = Callable[[Any, int], "Future[Any]"]
 """``submit(value, index)``: put one item (or a `Chunk` starting at ``index``) in flight."""
@@ -72,7 +84,8 @@ class MapWindow:
         submit: puts one value in flight and returns its future.
         window: most units in flight at once.
         chunk_size: asked before each unit, so chunks grow once the stages' cost is measured;
-            1 sends items one by one.
+            1 sends items one by one. The window caps it so that a unit's results fit
+            `_UNIT_BYTES`, as estimated from the outcomes it last read.
         ordered: yield outcomes in input order (else as units complete).
         return_exceptions: yield an `ItemError` in place of a failed item's result.
         bar: anything with ``update(n)``; told of every finished item.
@@ -94,6 +107,8 @@ class MapWindow:
         self._ordered = ordered
         self._return_exceptions = return_exceptions
         self._bar = bar
+        self._item_bytes: int | None = None
+        """Estimated parent memory per outcome (a result or an error), from the last unit read."""
 
     def units(self, items: Iterator[Any]) -> Generator[Iterable[Any], None, None]:
         """Each unit's outcomes in turn (a list when nothing failed, the common, fast case).
@@ -109,7 +124,7 @@ class MapWindow:
         try:
             while True:
                 while not exhausted and len(units) < self._window:
-                    batch = list(itertools.islice(items, self._chunk_size()))
+                    batch = list(itertools.islice(items, min(self._chunk_size(), self._fitting())))
                     if not batch:
                         exhausted = True
                         break
@@ -128,20 +143,37 @@ class MapWindow:
                 outcomes = self._expand(current)
                 current = None
                 yield outcomes
+                del outcomes  # consumed: not kept alive while the next unit is awaited
         finally:
             if current is not None:
                 current.future.cancel()
             for unit in units.values():
                 unit.future.cancel()
 
+    def _fitting(self) -> int:
+        """Items per unit whose results fit `_UNIT_BYTES`, as far as the results seen tell.
+
+        One until a result was seen: a second map on the same engine knows the stages' cost
+        (thousands of items per unit) but not the size of this map's results, so its first
+        window goes item by item (a window of round trips, once per map)."""
+        if self._item_bytes is None:
+            return 1
+        return max(1, _UNIT_BYTES // self._item_bytes)
+
     def _expand(self, unit: _Unit) -> Iterable[Any]:
         self._bar.update(unit.size)
         if unit.size == 1:
-            return (self._outcome(unit.future),)
+            outcome = self._outcome(unit.future)
+            self._item_bytes = _result_bytes(outcome)  # an error is held in the window too
+            return (outcome,)
         try:
             rows = unit.future.result()
         except ItemError as whole:  # the chunk failed as one (its stage failed): every element did
+            self._item_bytes = _result_bytes(whole)
             return [self._failed(_for_element(whole, unit.first + k)) for k in range(unit.size)]
+        values = rows.values
+        if values:  # a few samples: sizing every result would cost more than a cheap stage
+            self._item_bytes = max(_result_bytes(values[k]) for k in {0, len(values) // 2, len(values) - 1})
         if not rows.errors:
             return rows.values
         return self._chunk_outcomes(unit.first, rows)
@@ -164,6 +196,29 @@ class MapWindow:
         if not self._return_exceptions:
             raise error
         return error
+
+
+def _result_bytes(value: Any) -> int:
+    """Rough parent memory held by one result: its own size, plus its items' for a list, tuple
+    or dict (sampled: this runs once per unit, on the consumer's thread)."""
+    size = _own_bytes(value)
+    kind = type(value)
+    if kind is list or kind is tuple or kind is dict:
+        items = list(itertools.islice(value.values() if kind is dict else value, _SAMPLE_ITEMS))
+        if items:
+            size += sum(_own_bytes(item) for item in items) * len(value) // len(items)
+    return size
+
+
+def _own_bytes(value: Any) -> int:
+    """``sys.getsizeof``, or the buffer's size where larger: an array decoded from a segment is
+    a view, which owns no memory in getsizeof's eyes but keeps the segment mapped."""
+    size = sys.getsizeof(value, 64)
+    if getattr(type(value), "nbytes", None) is not None:
+        nbytes = value.nbytes
+        if isinstance(nbytes, int):
+            size = max(size, nbytes)
+    return size
 
 
 def _signal(done: queue.SimpleQueue[int], unit: int) -> Callable[[Future[Any]], None]:

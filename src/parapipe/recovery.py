@@ -33,6 +33,7 @@ from typing import Any
 
 from .errors import ItemError, JournalError, ResultLost, StageFailed, TaskTimeout, WorkerDied
 from .journal import JobStore, State, ValueNotStorable, Write, open_journal
+from .relay import Relay
 from .worker.protocol import Chunk, ChunkResult
 
 __all__ = ["JournaledRunner", "Keys", "open_store", "resolve", "retryable"]
@@ -215,13 +216,12 @@ class JournaledRunner:
     def submit(self, item: Any, key: str, index: int | None = None, *, claimed: bool = False) -> Future[Any]:
         """The item's future, resolved once its final state is in the journal. ``claimed``:
         the item is already running under this runner's lease (`JobStore.claim`)."""
-        outer: Future[Any] = Future()
         inner = self.engine_submit(item, key, index, lambda: self._writer.put([Write(key, State.RUNNING)]))
         if not claimed:
             # Queued once the engine took the item (one it refused is not marked running), and
             # before the outcome's write, which the callback below queues.
             self._writer.put([Write(key, State.RUNNING)])
-        outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
+        outer: Future[Any] = Relay(inner)  # no reference cycle: freed with its item (issue 20)
         inner.add_done_callback(lambda f: self._finished(key, f, outer))
         return outer
 
@@ -229,12 +229,11 @@ class JournaledRunner:
         """Claimed items as one `Chunk`; the future's `ChunkResult` comes once every element's
         outcome is in the journal. A retry of the chunk (its worker died) starts a new attempt
         of every element."""
-        outer: Future[ChunkResult] = Future()
         keys = list(keys)
         inner = self.engine_submit(
             Chunk(items), None, index, lambda: self._writer.put([Write(k, State.RUNNING) for k in keys])
         )
-        outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
+        outer: Future[ChunkResult] = Relay(inner)
         inner.add_done_callback(lambda f: self._chunk_finished(keys, f, outer))
         return outer
 

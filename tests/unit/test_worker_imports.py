@@ -84,7 +84,7 @@ def test_lazy_names_resolve_to_their_objects_and_claim_the_public_module(tmp_pat
 
 CORE = {"errors", "config", "context", "progress", "batching", "resources", "stage", "graph", "journal", "plantree"}
 ABOVE_THE_WORKER = {
-    "scheduler", "pools", "mapper", "itemkeys", "recovery", "journaled", "autotune", "engine", "ray",
+    "scheduler", "pools", "mapper", "itemkeys", "recovery", "journaled", "relay", "autotune", "engine", "ray",
     "cli", "runner", "sinks", "follow", "_apps", "_demo",
 }  # fmt: skip
 
