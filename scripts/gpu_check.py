@@ -180,7 +180,9 @@ class Report:
         self.rows: list[tuple[str, ...]] = []
         self.failures: list[str] = []
 
-    def replicas(self, check: str, stage: str, results: list[dict[str, Any]], engine: pp.Engine, rate: str = "") -> None:
+    def replicas(
+        self, check: str, stage: str, results: list[dict[str, Any]], engine: pp.Engine, rate: str = ""
+    ) -> None:
         nvml = {w["pid"]: w.get("gpu_memory_bytes") for w in engine.workers()}
         by_pid: dict[int, dict[str, Any]] = {}
         for r in results:

@@ -55,3 +55,20 @@ class TorchUser(pp.Stage):
 
     def process(self, item: Any) -> list[tuple[float, int]]:
         return self.caps_before_setup
+
+
+class HoldGpu(pp.Stage):
+    """Allocates ``mib`` MiB on its GPU in setup() and reports its pid and what torch sees."""
+
+    def __init__(self, mib: int) -> None:
+        self.mib = mib
+
+    def setup(self) -> None:
+        import torch
+
+        self.hold = torch.ones(self.mib * 2**18, device=pp.current().device)
+
+    def process(self, item: Any) -> dict[str, Any]:
+        import torch
+
+        return {"pid": os.getpid(), "sum": float(self.hold[:1024].sum()), "devices": torch.cuda.device_count()}

@@ -42,9 +42,9 @@ def test_each_replica_gets_its_device_its_share_and_the_cuda_environment():
 
 
 def test_over_subscription_refuses_to_start():
+    engine = pp.Engine(G.Where().options(gpus=0.5, replicas=3), gpu_devices=[0])
     with pytest.raises(pp.ConfigError, match="do not fit"):
-        with pp.Engine(G.Where().options(gpus=0.5, replicas=3), gpu_devices=[0]):
-            pass
+        engine.start()
 
 
 def test_a_torch_worker_is_capped_before_setup():
