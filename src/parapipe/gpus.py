@@ -255,8 +255,12 @@ def _overflow(requests: Sequence[GpuRequest], devices: Sequence[GpuDevice]) -> s
 
 
 def _describe(req: GpuRequest) -> str:
-    each = f"{req.whole} whole device(s)" if req.whole else " and ".join(
-        part for part in (f"{req.share:g} GPU" if req.share else "", _gib(req.memory) if req.memory else "") if part
+    each = (
+        f"{req.whole} whole device(s)"
+        if req.whole
+        else " and ".join(
+            part for part in (f"{req.share:g} GPU" if req.share else "", _gib(req.memory) if req.memory else "") if part
+        )
     )
     return f"{req.stage!r} {req.replicas} x {each}"
 

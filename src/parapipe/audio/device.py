@@ -28,8 +28,10 @@ def onnx_providers(gpus: Sequence[int], available: Sequence[str] | None = None) 
     if gpus and "CUDAExecutionProvider" in available:
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     if gpus:
-        log.warning("given GPU(s) %s but onnxruntime has no CUDA provider (pip install onnxruntime-gpu); "
-                    "running on the CPU", list(gpus))
+        log.warning(
+            "given GPU(s) %s but onnxruntime has no CUDA provider (pip install onnxruntime-gpu); running on the CPU",
+            list(gpus),
+        )
     return ["CPUExecutionProvider"]
 
 
