@@ -25,8 +25,18 @@ class WorkerContext:
     cores: tuple[int, ...]
     """CPU cores this worker is pinned to."""
     gpus: tuple[int, ...] = field(default=())
-    """GPU device ids visible to this worker (also in ``CUDA_VISIBLE_DEVICES``)."""
+    """GPU device ids visible to this worker (also in ``CUDA_VISIBLE_DEVICES``, so inside the
+    worker they are CUDA devices ``0 .. len(gpus) - 1``)."""
     pid: int = field(default_factory=os.getpid)
+    gpu_fraction: float | None = None
+    """The share of its GPUs' memory this worker may use, when it shares them (``gpus=0.25``,
+    ``gpu_memory=...``); None when it has them whole. Torch workers are already capped to it."""
+
+    @property
+    def device(self) -> str:
+        """``"cuda"`` when this worker was given a GPU, else ``"cpu"``: what to pass to
+        ``torch.device``, ``model.to`` or faster-whisper's ``WhisperModel(device=...)``."""
+        return "cuda" if self.gpus else "cpu"
 
 
 _current: WorkerContext | None = None

@@ -16,13 +16,14 @@ import os
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import autotune, transport
 from .config import DEFAULT_RETRIES, DEFAULT_STARTUP_TIMEOUT
 from .errors import ConfigError, EngineClosed
+from .gpus import as_devices
 from .graph import Node, as_graph, map_stages, stages
 from .itemkeys import ItemKeys
 from .journal import JobStore
@@ -59,6 +60,8 @@ class Engine:
         mode: what ``"auto"`` optimises: ``"throughput"`` (items/s) or ``"latency"`` (one item).
         warmup: items run through the graph at start to measure stages (for ``cpus="auto"``).
         cores: the cores to plan on; default: those this process may use (affinity, cgroups).
+        gpu_devices: the GPUs to place ``gpus=0.5`` / ``gpu_memory=`` stages on: ids, or
+            ``{id: "80GiB"}``; default: discovered (NVML, ``CUDA_VISIBLE_DEVICES``, torch). See docs/gpu.md.
         startup_timeout: seconds each worker has to finish ``setup()``.
         retries: attempts after a worker death before an item fails with `WorkerDied`.
         backend: ``"local"`` (worker processes on this machine) or ``"ray"`` (one Ray actor per
@@ -77,6 +80,7 @@ class Engine:
         mode: Mode = "throughput",
         warmup: Iterable[Any] | None = None,
         cores: Iterable[int] | None = None,
+        gpu_devices: Sequence[int] | Mapping[int, int | str] | None = None,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
         backend: Backend | None = None,
@@ -115,6 +119,7 @@ class Engine:
             retries=retries,
             startup_timeout=startup_timeout,
             cores=self._cores,
+            gpu_devices=None if gpu_devices is None else as_devices(gpu_devices),
         )
         self._root: Any = None
         self._lock = threading.Lock()

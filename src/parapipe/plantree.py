@@ -48,6 +48,10 @@ def _worker(w: Mapping[str, Any]) -> str:
     text += f"  {threads} thread{'s' if threads != 1 else ''}"
     if w.get("gpus"):
         text += f"  gpus {compact_ids(w['gpus'])}"
+        if w.get("gpu_fraction"):
+            text += f" ({w['gpu_fraction']:g} of memory)"
+        if w.get("gpu_memory_bytes") is not None:
+            text += f"  {w['gpu_memory_bytes'] / 2**30:.1f} GiB used"
     return text
 
 

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from multiprocessing.context import BaseContext
 from typing import Any
 
+from . import gpus
 from .resources import StageRequest, WorkerBudget, format_plan, plan_static
 from .stage import Stage
 from .worker.pool import StagePool
@@ -28,6 +29,8 @@ class PoolSet(Mapping[str, StagePool]):
         retries: attempts after a worker death before an item fails.
         startup_timeout: seconds every worker has to finish ``setup()``.
         cores: the cores the start-up plan pins workers to.
+        gpu_devices: the GPUs to place shared and whole-device stages on; None: discovered, the
+            first time a stage needs them (`parapipe.gpus.discover`).
     """
 
     def __init__(
@@ -38,6 +41,7 @@ class PoolSet(Mapping[str, StagePool]):
         retries: int,
         startup_timeout: float,
         cores: Sequence[int],
+        gpu_devices: Sequence[gpus.GpuDevice] | None = None,
     ) -> None:
         self._stages = list(stages)
         self._ctx = mp_context
@@ -45,6 +49,7 @@ class PoolSet(Mapping[str, StagePool]):
         self._startup_timeout = startup_timeout
         self._cores = cores
         self._pools: dict[str, StagePool] = {}
+        self._gpu_devices = None if gpu_devices is None else tuple(gpu_devices)
 
     def __getitem__(self, name: str) -> StagePool:
         return self._pools[name]
@@ -67,7 +72,7 @@ class PoolSet(Mapping[str, StagePool]):
             )
             for s in self._stages
         ]
-        budgets = plan_static(requests, self._cores)
+        budgets = gpus.attach(plan_static(requests, self._cores), self._stages, self._devices)
         for s in self._stages:
             self._start(s, [b for b in budgets if b.stage == s.stage_name])
         deadline = time.monotonic() + self._startup_timeout
@@ -78,11 +83,12 @@ class PoolSet(Mapping[str, StagePool]):
         """Keep workers whose budget did not change (their models stay loaded); add replicas
         where only the count grew; restart a stage whose threads or cores changed."""
         deadline = time.monotonic() + self._startup_timeout
+        budgets = gpus.attach(budgets, self._stages, self._devices)
         for s in self._stages:
             pool = self._pools[s.stage_name]
             new = [b for b in budgets if b.stage == s.stage_name]
             kept = new[: len(pool.budgets)]
-            if [b.threads for b in kept] == [b.threads for b in pool.budgets]:
+            if [_kept_shape(b) for b in kept] == [_kept_shape(b) for b in pool.budgets]:
                 pool.repin(kept)
                 pool.grow(new[len(pool.budgets) :], deadline)
                 continue
@@ -92,6 +98,12 @@ class PoolSet(Mapping[str, StagePool]):
     def close(self) -> None:
         for pool in self._pools.values():
             pool.close()
+
+    def _devices(self) -> tuple[gpus.GpuDevice, ...]:
+        """The GPUs to plan on: given, else discovered once (NVML, ``CUDA_VISIBLE_DEVICES``, torch)."""
+        if self._gpu_devices is None:
+            self._gpu_devices = gpus.discover()
+        return self._gpu_devices
 
     def _start(self, stage: Stage, budgets: list[WorkerBudget]) -> StagePool:
         """Start a stage's workers (without waiting for their ``setup()``) and register the pool."""
@@ -120,7 +132,15 @@ class PoolSet(Mapping[str, StagePool]):
         for pool in self._pools.values():
             pids = {w["replica"]: w["pid"] for w in pool.workers()}
             rows += [(b, pids.get(b.replica)) for b in pool.budgets]
-        return format_plan(rows)
+        table = format_plan(rows)
+        if not self._gpu_devices or not any(b.gpus for b, _ in rows):
+            return table
+        return table + "\n\n" + gpus.format_devices(self._gpu_devices, [b for b, _ in rows])
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {name: pool.snapshot() for name, pool in self._pools.items()}
+
+
+def _kept_shape(budget: WorkerBudget) -> tuple[int, tuple[int, ...], float | None]:
+    """What a running worker cannot change: its thread pools and its GPUs (its cores it can)."""
+    return budget.threads, budget.gpus, budget.gpu_fraction

@@ -1,5 +1,5 @@
-"""CPU and GPU budgets for workers: which cores exist and who gets which (the environment that
-caps a worker's thread pools is `parapipe.worker.spawn.thread_env`).
+"""CPU budgets for workers: which cores exist and who gets which (the environment that caps a
+worker's thread pools is `parapipe.worker.spawn.thread_env`; GPUs are placed by `parapipe.gpus`).
 
 Everything here is a pure function of its arguments (plus, for `usable_cores`, what the kernel
 says about this process), so the engine computes one plan up front and every worker applies its
@@ -80,6 +80,7 @@ class WorkerBudget:
         threads: size of the worker's native thread pools (see `parapipe.worker.spawn.thread_env`).
         cores: cores the worker is pinned to with ``os.sched_setaffinity``.
         gpus: GPU ids the worker sees (see `parapipe.worker.spawn.gpu_env`).
+        gpu_fraction: the share of its GPUs' memory it may use (`parapipe.gpus`); None: no cap.
     """
 
     stage: str
@@ -87,6 +88,7 @@ class WorkerBudget:
     threads: int
     cores: tuple[int, ...]
     gpus: tuple[int, ...] = ()
+    gpu_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.threads < 1:
@@ -401,7 +403,7 @@ def _row(budget: WorkerBudget, pid: int | None) -> tuple[str, ...]:
         "-" if pid is None else str(pid),
         compact_ids(budget.cores),
         str(budget.threads),
-        compact_ids(budget.gpus),
+        compact_ids(budget.gpus) + (f" ({budget.gpu_fraction:g})" if budget.gpu_fraction else ""),
     )
 
 

@@ -20,13 +20,14 @@ from .errors import ConfigError
 
 __all__ = ["Stage", "load_stage", "same_stage", "stage"]
 
-GpuSpec = Sequence[int] | Sequence[Sequence[int]] | None
+GpuSpec = Sequence[int] | Sequence[Sequence[int]] | float | None
 
 _OPTION_NAMES = (
     "name",
     "cpus",
     "replicas",
     "gpus",
+    "gpu_memory",
     "retries",
     "retry_on",
     "timeout",
@@ -56,7 +57,18 @@ def _check_option(option: str, value: Any, who: str) -> None:
     if option == "max_memory":
         parse_size(value, f"{who} max_memory")
         return
+    if option == "gpu_memory":
+        if value is not None and not (parse_size(value, f"{who} gpu_memory") or 0) > 0:
+            raise ConfigError(f"{who}: gpu_memory must be a size > 0 such as '8GiB', or None; got {value!r}")
+        return
     if option == "gpus":
+        if _is_number(value):
+            if not (0 < value < 1 or (value >= 1 and float(value).is_integer())):
+                raise ConfigError(
+                    f"{who}: gpus must be a share of one device (0 < gpus < 1), a whole number of devices, "
+                    f"or a list of device ids; got {value!r}"
+                )
+            return
         if value is not None and (isinstance(value, str) or not isinstance(value, Sequence)):
             raise ConfigError(f"{who}: gpus must be a list of device ids (or of lists of them), got {value!r}")
         for replica in range(len(value or ())):
@@ -89,8 +101,8 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 
 def _gpu_ids(gpus: GpuSpec, replica: int, who: str) -> tuple[int, ...]:
-    """The device ids one replica gets from a ``gpus`` spec."""
-    if not gpus:
+    """The device ids one replica gets from a ``gpus`` list."""
+    if not gpus or isinstance(gpus, (int, float)):
         return ()
     spec = list(gpus)
     chosen = spec[replica % len(spec)]
@@ -107,7 +119,11 @@ class Stage:
         cpus: cores (and thread-pool size) per replica, or ``"auto"`` to let the engine measure.
         replicas: how many worker processes serve this stage.
         gpus: device ids; ``[0, 1]`` gives replica *i* device ``i % 2``, ``[[0, 1]]`` gives every
-            replica both. Set as ``CUDA_VISIBLE_DEVICES`` before any user code runs.
+            replica both. Or a number: ``0.25`` is a quarter of one device per replica, ``1`` (``2``)
+            one (two) whole devices; the engine packs replicas onto devices (docs/gpu.md). Set as
+            ``CUDA_VISIBLE_DEVICES`` before any user code runs; ``pp.current().gpus`` names them.
+        gpu_memory: GPU memory per replica (``"8GiB"``), packed like a share; a torch worker is
+            capped to it (``torch.cuda.set_per_process_memory_fraction``).
         name: the stage's name in errors, stats and plans. Left unset, it is the class (or
             function) name; when two different stages of a graph would get the same name that
             way, the graph names each by its place (see `parapipe.graph.as_graph`).
@@ -135,6 +151,7 @@ class Stage:
     cpus: int | Literal["auto"] = 1
     replicas: int = 1
     gpus: GpuSpec = None
+    gpu_memory: int | str | None = None
     retries: int | None = None
     retry_on: tuple[type[BaseException], ...] = ()
     timeout: float | None = None
@@ -197,7 +214,10 @@ class Stage:
                 _check_option(option, value, f"stage class {cls.__name__}")
 
     def gpus_for(self, replica: int) -> tuple[int, ...]:
-        """The GPU device ids given to one replica."""
+        """The GPU device ids a ``gpus`` list gives one replica; ``()`` for a number of GPUs,
+        which the engine places (`parapipe.gpus`)."""
+        if _is_number(self.gpus):
+            return ()
         return _gpu_ids(self.gpus, replica, f"stage {self.stage_name!r}")
 
     def __repr__(self) -> str:

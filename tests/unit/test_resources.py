@@ -190,7 +190,7 @@ def test_thread_env_rejects_zero() -> None:
 
 
 def test_gpu_env() -> None:
-    assert gpu_env((0, 1)) == {"CUDA_VISIBLE_DEVICES": "0,1"}
+    assert gpu_env((0, 1)) == {"CUDA_VISIBLE_DEVICES": "0,1", "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
     assert gpu_env(()) == {}
     with pytest.raises(ConfigError):
         gpu_env((-1,))

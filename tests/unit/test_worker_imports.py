@@ -82,7 +82,10 @@ def test_lazy_names_resolve_to_their_objects_and_claim_the_public_module(tmp_pat
     _run(code, tmp_path)
 
 
-CORE = {"errors", "config", "context", "progress", "batching", "resources", "stage", "graph", "journal", "plantree"}
+CORE = {
+    "errors", "config", "context", "progress", "batching", "resources", "stage", "graph", "journal", "plantree",
+    "gpus", "nvml",
+}  # fmt: skip
 ABOVE_THE_WORKER = {
     "scheduler", "pools", "mapper", "itemkeys", "recovery", "journaled", "relay", "autotune", "engine", "ray",
     "cli", "runner", "sinks", "follow", "_apps", "_demo",

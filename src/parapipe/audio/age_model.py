@@ -20,6 +20,7 @@ import numpy as np
 import parapipe as pp
 
 from .clip import SAMPLE_RATE
+from .device import onnx_providers
 
 __all__ = ["OnnxAgeGender"]
 
@@ -32,6 +33,7 @@ class OnnxAgeGender:
     Args:
         path: the ``.onnx`` file.
         threads: onnxruntime intra-op threads (give the worker's budget).
+        gpus: run on these GPUs when onnxruntime has CUDA; None: the worker's (``pp.current().gpus``).
         normalize: zero-mean, unit-variance input, as wav2vec2 feature extractors do.
         age_output / gender_output: output names; None finds the outputs whose names
             contain ``age`` / ``gender``.
@@ -45,6 +47,7 @@ class OnnxAgeGender:
         path: str | os.PathLike[str],
         *,
         threads: int = 1,
+        gpus: tuple[int, ...] | None = None,
         normalize: bool = True,
         age_output: str | None = None,
         gender_output: str | None = None,
@@ -52,7 +55,7 @@ class OnnxAgeGender:
         gender_labels: Sequence[str] = ("female", "male", "child"),
         max_seconds: float = 20.0,
     ) -> None:
-        self.session = _session(os.fspath(path), threads)
+        self.session = _session(os.fspath(path), threads, pp.current().gpus if gpus is None else gpus)
         self.input = self.session.get_inputs()[0]
         names = [o.name for o in self.session.get_outputs()]
         self.age_output = age_output or _find(names, "age")
@@ -91,7 +94,7 @@ class OnnxAgeGender:
         return x.reshape((1,) * (rank - 1) + (-1,)).astype(np.float32)
 
 
-def _session(path: str, threads: int) -> Any:
+def _session(path: str, threads: int, gpus: tuple[int, ...]) -> Any:
     import onnxruntime
 
     if not os.path.isfile(path):
@@ -99,7 +102,7 @@ def _session(path: str, threads: int) -> Any:
     opts = onnxruntime.SessionOptions()
     opts.intra_op_num_threads = max(1, threads)
     opts.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(path, sess_options=opts, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(path, sess_options=opts, providers=onnx_providers(gpus))
 
 
 def _find(names: list[str], word: str) -> str | None:

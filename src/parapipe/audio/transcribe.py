@@ -24,6 +24,7 @@ import numpy as np
 import parapipe as pp
 
 from .clip import AudioClip, branch_result, require_setup
+from .device import whisper_device
 
 __all__ = ["Transcribe", "resolve_model", "speech_windows"]
 
@@ -42,7 +43,8 @@ class Transcribe(pp.Stage):
             model name / Hugging Face repo id.
         language: ISO code such as ``"en"``; None lets multilingual models detect it.
         beam_size: beam search width; 1 is greedy (about 2x faster, a little less accurate).
-        compute_type: CTranslate2 quantisation; ``int8`` is the fastest on CPU.
+        compute_type: CTranslate2 quantisation; None is ``int8`` on a CPU (the fastest there) and
+            ``float16`` on a GPU. The stage runs on its worker's GPU when given one (``gpus=``).
         word_timestamps: also time each word (about 5 % more work); `merge_result` needs
             them to split the text at speaker turns that fall inside one Whisper segment.
         whisper_options: extra keyword arguments for ``WhisperModel.transcribe``.
@@ -57,7 +59,7 @@ class Transcribe(pp.Stage):
         *,
         language: str | None = None,
         beam_size: int = 5,
-        compute_type: str = "int8",
+        compute_type: str | None = None,
         word_timestamps: bool = True,
         whisper_options: dict[str, Any] | None = None,
     ) -> None:
@@ -73,13 +75,15 @@ class Transcribe(pp.Stage):
         self._whisper: Any = None
 
     def setup(self) -> None:
-        """Load the model with one CTranslate2 thread per CPU of this worker's budget."""
+        """Load the model on this worker's GPU if it has one, else with one CTranslate2 thread per
+        CPU of its budget."""
         from faster_whisper import WhisperModel
 
+        device, compute_type = whisper_device(pp.current().gpus, self.compute_type)
         self._whisper = WhisperModel(
             resolve_model(self.model),
-            device="cpu",
-            compute_type=self.compute_type,
+            device=device,
+            compute_type=compute_type,
             cpu_threads=pp.current().cpus,
         )
         warm = np.random.default_rng(0).normal(0, 0.01, 16_000).astype(np.float32)

@@ -16,6 +16,7 @@ import numpy as np
 import parapipe as pp
 
 from .clip import AudioClip, require_setup
+from .device import onnx_providers
 
 __all__ = ["Segment"]
 
@@ -59,7 +60,7 @@ class Segment(pp.Stage):
         """Load Silero and size its ONNX thread pool to this worker's budget."""
         from faster_whisper.vad import VadOptions
 
-        _use_threads(pp.current().cpus)
+        _use_threads(pp.current().cpus, pp.current().gpus)
         self._vad_options = VadOptions(**self.vad_params)
         self._find(np.zeros(16_000, np.float32))  # first run allocates; keep it out of timings
 
@@ -78,8 +79,9 @@ class Segment(pp.Stage):
         return tuple((round(s["start"] / 16_000, 3), round(s["end"] / 16_000, 3)) for s in found)
 
 
-def _use_threads(cpus: int) -> None:
-    """Rebuild faster-whisper's cached Silero session with ``cpus`` intra-op threads.
+def _use_threads(cpus: int, gpus: tuple[int, ...] = ()) -> None:
+    """Rebuild faster-whisper's cached Silero session with ``cpus`` intra-op threads, on the
+    worker's GPU when it was given one and onnxruntime has CUDA.
 
     ``faster_whisper.vad.get_vad_model()`` is the one model ``get_speech_timestamps`` uses and
     it hard-codes one thread. It is cached per process, and each worker is its own process,
@@ -96,6 +98,4 @@ def _use_threads(cpus: int) -> None:
     opts.enable_cpu_mem_arena = False
     opts.log_severity_level = 4
     path = f"{get_assets_path()}/silero_vad_v6.onnx"
-    model.session = onnxruntime.InferenceSession(
-        path, providers=["CPUExecutionProvider"], sess_options=opts
-    )
+    model.session = onnxruntime.InferenceSession(path, providers=onnx_providers(gpus), sess_options=opts)

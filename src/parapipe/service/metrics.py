@@ -47,7 +47,9 @@ class EngineCollector(Collector):
         stats = self._service.stage_stats()
         yield from _stage_families(stats)
         yield _latency(stats)
-        yield _workers(self._service.worker_rows())
+        rows = self._service.worker_rows()
+        yield _workers(rows)
+        yield from _gpu_families(stats, rows)
         yield from self._service_families()
 
     def _service_families(self) -> Iterator[Metric]:
@@ -103,6 +105,27 @@ def _workers(rows: list[dict[str, Any]]) -> Metric:
     for (stage, state), n in sorted(counts.items()):
         family.add_metric([stage, state], n)
     return family
+
+
+_GPU_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("gpu_memory_bytes", "gpu_memory_bytes", "GPU memory used (NVML)"),
+    ("gpu_utilization_percent", "gpu_util_pct", "Percent of one GPU's SM time used (NVML)"),
+)
+
+
+def _gpu_families(stats: dict[str, dict[str, Any]], rows: list[dict[str, Any]]) -> Iterator[Metric]:
+    """GPU figures per stage and per worker; no family at all where NVML gave none (no GPU, no
+    ``nvidia-ml-py``), so a CPU service's /metrics names no GPU."""
+    for suffix, key, doc in _GPU_GAUGES:
+        stage = GaugeMetricFamily(f"parapipe_stage_{suffix}", f"{doc} by the stage's workers.", labels=["stage"])
+        worker = GaugeMetricFamily(f"parapipe_worker_{suffix}", f"{doc} by one worker.", labels=["stage", "replica"])
+        for name, row in stats.items():
+            if row.get(key) is not None:
+                stage.add_metric([name], float(row[key]))
+        for row in rows:
+            if row.get(key) is not None:
+                worker.add_metric([row["stage"], str(row["replica"])], float(row[key]))
+        yield from (family for family in (stage, worker) if family.samples)
 
 
 def _gauge(name: str, doc: str, value: float) -> Metric:

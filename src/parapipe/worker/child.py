@@ -24,6 +24,7 @@ from .. import context, transport
 from ..stage import load_stage
 from . import protocol
 from .execute import Errors, run_batch, run_one
+from .gpucap import cap_memory
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class WorkerBoot:
     stage_bytes: bytes
     env: dict[str, str] = field(default_factory=dict)
     gpus: tuple[int, ...] = ()
+    gpu_fraction: float | None = None
     log_level: int = logging.WARNING
     max_memory: int | None = None
     max_items: int | None = None
@@ -65,10 +67,16 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
 def _build(boot: WorkerBoot) -> Any:
     os.environ.update(boot.env)  # again, for fork/forkserver where exec-time env did not apply
     pin_all_threads(boot.cores)
-    context._set_current(context.WorkerContext(boot.stage, boot.replica, boot.threads, boot.cores, boot.gpus))
+    context._set_current(
+        context.WorkerContext(
+            boot.stage, boot.replica, boot.threads, boot.cores, boot.gpus, gpu_fraction=boot.gpu_fraction
+        )
+    )
     _limit_thread_pools(boot.threads)
     stage = load_stage(boot.stage_bytes)
+    cap_memory(boot.gpu_fraction)  # the stage's module may have imported torch: cap before setup() allocates
     stage.setup()
+    cap_memory(boot.gpu_fraction)
     _limit_thread_pools(boot.threads)  # libraries loaded by setup() start with their own pools
     return stage
 

@@ -53,7 +53,7 @@ from .replica import Replica
 from .restarts import StartupBackoff
 from .retry import RetryPolicy, death_error, is_chunk, split
 from .spawn import STOP_GRACE, Deadlines, gpu_env, stop_process, thread_env
-from .stats import StageStats
+from .stats import StageStats, add_gpu_figures, gpu_totals
 
 __all__ = ["Callback", "Job", "StagePool", "Task", "deferred_pumps"]
 
@@ -396,7 +396,8 @@ class StagePool:
         env = {**thread_env(budget.threads), **gpu_env(budget.gpus)}
         boot = child.WorkerBoot(
             stage=self.name, replica=budget.replica, threads=budget.threads, cores=budget.cores,
-            stage_bytes=self._stage_bytes, env=env, gpus=budget.gpus, log_level=self._log_level,
+            stage_bytes=self._stage_bytes, env=env, gpus=budget.gpus, gpu_fraction=budget.gpu_fraction,
+            log_level=self._log_level,
             max_memory=self._max_memory, max_items=self.stage.max_items_per_worker,
         )  # fmt: skip
         r = Replica(self, budget, self._ctx, boot)
@@ -445,12 +446,13 @@ class StagePool:
 
     def workers(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [
+            rows = [
                 {"stage": self.name, "replica": r.budget.replica, "pid": r.pid, "state": r.state,
                  "cores": r.info.get("cores", r.budget.cores), "threads": r.budget.threads,
-                 "gpus": r.budget.gpus, "pools": r.info.get("pools", [])}
+                 "gpus": r.budget.gpus, "gpu_fraction": r.budget.gpu_fraction, "pools": r.info.get("pools", [])}
                 for r in sorted(self._replicas, key=lambda r: r.budget.replica)
             ]  # fmt: skip
+        return add_gpu_figures(rows)
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -459,7 +461,9 @@ class StagePool:
             snap["shm_bytes_sent"] = self._arena.bytes_written
             if self.batch_stats is not None:
                 snap["batches"] = self.batch_stats.as_dict()
-            return snap
+        if any(b.gpus for b in self.budgets):
+            snap.update(gpu_totals(self.workers()))
+        return snap
 
     def cost_per_item(self) -> float | None:
         """Smoothed seconds one item takes inside a worker (None before the first result):

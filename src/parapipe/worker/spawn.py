@@ -153,9 +153,11 @@ def gpu_env(gpus: tuple[int, ...]) -> dict[str, str]:
 
     A stage that asked for no GPU keeps the environment it inherited rather than having GPUs
     hidden from it: it may not use CUDA at all, and hiding is the user's call, not ours.
+    ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` makes the ids mean what NVML means by them (CUDA's default
+    puts the fastest device first), so the planner's device is the one the worker gets.
     """
     if any(g < 0 for g in gpus):
         raise ConfigError(f"GPU ids must be >= 0, got {gpus}")
     if not gpus:
         return {}
-    return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus)}
+    return {"CUDA_VISIBLE_DEVICES": ",".join(str(g) for g in gpus), "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}

@@ -6,6 +6,7 @@ import collections
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import nvml
 from .protocol import Chunk, ChunkResult
 
 
@@ -94,3 +95,28 @@ def _live_elements(item: Any) -> int:
     if isinstance(item, Chunk):
         return len(item)
     return 1
+
+
+def add_gpu_figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add ``gpu_memory_bytes`` and ``gpu_util_pct`` (NVML) to the rows of workers that have GPUs
+    and that NVML reports; rows stay as they were without NVML or without GPUs."""
+    found = nvml.usage(row["pid"] for row in rows if row["gpus"])
+    for row in rows:
+        usage = found.get(row["pid"]) if row["gpus"] else None
+        if usage is not None:
+            row["gpu_memory_bytes"] = usage.memory_bytes
+            row["gpu_util_pct"] = usage.util_pct
+    return rows
+
+
+def gpu_totals(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A stage's GPU figures from its workers' rows: memory summed, utilisation summed (percent of
+    one device: four workers at 25 % keep one device busy); ``{}`` when no worker has figures."""
+    measured = [row for row in rows if "gpu_memory_bytes" in row]
+    if not measured:
+        return {}
+    utils = [row["gpu_util_pct"] for row in measured if row["gpu_util_pct"] is not None]
+    return {
+        "gpu_memory_bytes": sum(row["gpu_memory_bytes"] for row in measured),
+        "gpu_util_pct": round(sum(utils), 1) if utils else None,
+    }
