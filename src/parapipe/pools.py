@@ -103,7 +103,8 @@ class PoolSet(Mapping[str, StagePool]):
     # -- what they report --------------------------------------------------------------------
 
     def worker_count(self) -> int:
-        return sum(len(p.budgets) for p in self._pools.values())
+        """Workers, counting a concurrent one as the items it runs at once (what ``map`` feeds)."""
+        return sum(len(p.budgets) * p.stage.concurrency for p in self._pools.values())
 
     def most_replicas(self) -> int:
         return max(len(p.budgets) for p in self._pools.values())

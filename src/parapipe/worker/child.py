@@ -90,6 +90,10 @@ def _build(boot: WorkerBoot) -> tuple[Any, Any]:
 
 def _load(boot: WorkerBoot) -> Any:
     """The stage; on another interpreter, an import error says which one lacks which module."""
+    if boot.python is not None:
+        from . import compat
+
+        compat.install()
     try:
         return load_stage(boot.stage_bytes)
     except (ImportError, AttributeError, pickle.UnpicklingError) as exc:
