@@ -48,6 +48,8 @@ def _worker(w: Mapping[str, Any]) -> str:
     text += f"  {threads} thread{'s' if threads != 1 else ''}"
     if w.get("gpus"):
         text += f"  gpus {compact_ids(w['gpus'])}"
+    if w.get("python"):
+        text += f"  python {w['python']}"
     return text
 
 

@@ -117,11 +117,13 @@ class PoolSet(Mapping[str, StagePool]):
         return [row for pool in self._pools.values() for row in pool.workers()]
 
     def plan(self) -> str:
-        rows = []
+        rows, pythons = [], {}
         for pool in self._pools.values():
-            pids = {w["replica"]: w["pid"] for w in pool.workers()}
+            workers = pool.workers()
+            pids = {w["replica"]: w["pid"] for w in workers}
             rows += [(b, pids.get(b.replica)) for b in pool.budgets]
-        return format_plan(rows)
+            pythons.update({w["stage"]: w["python"] for w in workers if w.get("python")})
+        return format_plan(rows, pythons)
 
     def stats(self) -> dict[str, dict[str, Any]]:
         return {name: pool.snapshot() for name, pool in self._pools.items()}
