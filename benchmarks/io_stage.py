@@ -29,7 +29,6 @@ import parapipe as pp
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
-
 from tests.integration._io_server import LatencyServer
 from tests.integration._io_stages import afetch
 
@@ -139,7 +138,8 @@ def main() -> None:
             assert out == [str(i) for i in range(args.calls)], name
             rows.append((name, f"{wall:.2f}", f"{wall / ideal:.1f}", f"{rss.peak / 2**20:.0f}"))
     headers = ("way", "wall s", "x ideal", "peak RSS MiB")
-    print_table(headers, rows, title=FIGURE.title, notes=[machine_line(), f"ideal wall: {ideal:.2f} s (calls / {n} * latency); wall includes start-up"])
+    notes = [machine_line(), f"ideal wall: {ideal:.2f} s (calls / {n} * latency); wall includes start-up"]
+    print_table(headers, rows, title=FIGURE.title, notes=notes)
     if args.plot:
         plot_table(FIGURE, headers, rows, args.plot)
 

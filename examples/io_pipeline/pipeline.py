@@ -20,7 +20,20 @@ import numpy as np
 
 import parapipe as pp
 
-WORDS = "data model stage worker pipeline network latency numpy python process thread queue".split()
+WORDS = [
+    "data",
+    "model",
+    "stage",
+    "worker",
+    "pipeline",
+    "network",
+    "latency",
+    "numpy",
+    "python",
+    "process",
+    "thread",
+    "queue",
+]
 
 
 async def fetch(url: str) -> dict[str, str]:
@@ -54,7 +67,7 @@ class Scorer(pp.Stage):
 
 def serve_documents(latency: float) -> tuple[ThreadingHTTPServer, str]:
     class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             time.sleep(latency)  # the network
             n = int(self.path.rsplit("/", 1)[-1])
             body = " ".join(WORDS[(n * k) % len(WORDS)] for k in range(1, 200)).encode()

@@ -32,7 +32,7 @@ class LatencyServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
 
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            def do_GET(self) -> None:
                 server.record(self.path, +1)
                 try:
                     self._answer()

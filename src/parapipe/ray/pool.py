@@ -77,6 +77,8 @@ class RayReplica(Replica):
         self.kill_reason: str | None = None
         self.segments = transport.SegmentLedger()  # stays empty: Ray moves the large buffers
         self._send_lock = threading.Lock()
+        self._seq: dict[int, int] = {}  # the local ledger's send order; unused on Ray
+        self._sends = 0
         self._calls: queue.SimpleQueue[tuple[list[int], Any] | None] = queue.SimpleQueue()
         self.death = ""
         """What Ray said when the actor died."""

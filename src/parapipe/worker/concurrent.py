@@ -107,7 +107,9 @@ class _Served:
 def _serve_threads(stage: Any, conn: Connection, served: _Served, retire: Retire, pack: Pack) -> bool:
     retry_on: Errors = tuple(stage.retry_on)
     timeout = stage.timeout
-    deadlines = Deadlines(lambda tids: served.answer(_late(tids, timeout), finished=False), "items") if timeout else None
+    deadlines = None
+    if timeout:
+        deadlines = Deadlines(lambda tids: served.answer(_late(tids, timeout), finished=False), "items")
 
     def work(kind: int, rows: list[tuple[int, Any]]) -> None:
         try:

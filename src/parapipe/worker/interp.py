@@ -196,7 +196,7 @@ class InterpreterProcess(SpawnProcess):
     _interpreter: Interpreter
 
     @staticmethod
-    def _Popen(process_obj: Any) -> Any:  # noqa: N802 (multiprocessing's name)
+    def _Popen(process_obj: Any) -> Any:
         return _InterpreterPopen(process_obj)
 
 
@@ -207,7 +207,7 @@ class InterpreterContext(SpawnContext):
         super().__init__()
         self.interpreter = interpreter
 
-    def Process(self, *args: Any, **kwargs: Any) -> InterpreterProcess:  # type: ignore[override]  # noqa: N802
+    def Process(self, *args: Any, **kwargs: Any) -> InterpreterProcess:  # type: ignore[override]
         proc = InterpreterProcess(*args, **kwargs)
         proc._interpreter = self.interpreter
         return proc

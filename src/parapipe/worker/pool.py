@@ -298,7 +298,8 @@ class StagePool:
             if self._policy.decide(task, info):
                 retry.append(task)
             else:
-                settle.append((task, False, info if isinstance(info, TaskTimeout) else StageError.from_exc_info(self.name, info)))
+                error = info if isinstance(info, TaskTimeout) else StageError.from_exc_info(self.name, info)
+                settle.append((task, False, error))
         if retry:
             with self._lock:
                 self._dispatch.requeue(retry)
