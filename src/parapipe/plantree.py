@@ -52,6 +52,8 @@ def _worker(w: Mapping[str, Any]) -> str:
             text += f" ({w['gpu_fraction']:g} of memory)"
         if w.get("gpu_memory_bytes") is not None:
             text += f"  {w['gpu_memory_bytes'] / 2**30:.1f} GiB used"
+    if w.get("python"):
+        text += f"  python {w['python']}"
     return text
 
 

@@ -115,7 +115,8 @@ class PoolSet(Mapping[str, StagePool]):
     # -- what they report --------------------------------------------------------------------
 
     def worker_count(self) -> int:
-        return sum(len(p.budgets) for p in self._pools.values())
+        """Workers, counting a concurrent one as the items it runs at once (what ``map`` feeds)."""
+        return sum(len(p.budgets) * p.stage.concurrency for p in self._pools.values())
 
     def most_replicas(self) -> int:
         return max(len(p.budgets) for p in self._pools.values())
@@ -128,11 +129,13 @@ class PoolSet(Mapping[str, StagePool]):
         return [row for pool in self._pools.values() for row in pool.workers()]
 
     def plan(self) -> str:
-        rows = []
+        rows, pythons = [], {}
         for pool in self._pools.values():
-            pids = {w["replica"]: w["pid"] for w in pool.workers()}
+            workers = pool.workers()
+            pids = {w["replica"]: w["pid"] for w in workers}
             rows += [(b, pids.get(b.replica)) for b in pool.budgets]
-        table = format_plan(rows)
+            pythons.update({w["stage"]: w["python"] for w in workers if w.get("python")})
+        table = format_plan(rows, pythons)
         if not self._gpu_devices or not any(b.gpus for b, _ in rows):
             return table
         return table + "\n\n" + gpus.format_devices(self._gpu_devices, [b for b, _ in rows])

@@ -380,13 +380,20 @@ def _split(cores: int, weights: list[float]) -> list[int]:
 _COLUMNS = ("stage", "replica", "pid", "cores", "threads", "gpus")
 
 
-def format_plan(rows: Iterable[tuple[WorkerBudget, int | None]]) -> str:
+def format_plan(rows: Iterable[tuple[WorkerBudget, int | None]], pythons: Mapping[str, str] | None = None) -> str:
     """A plain-text table of budgets (and pids once workers run), for ``engine.plan()`` and the CLI.
 
     ``pid`` is None before the workers start, so a plan can be shown without starting anything.
+    ``pythons`` names the interpreter of stages that have their own (``python=``): a column
+    then says which runs where.
     """
-    cells = [_COLUMNS, *(_row(budget, pid) for budget, pid in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(_COLUMNS))]
+    columns: tuple[str, ...] = _COLUMNS
+    cells = [_row(budget, pid) for budget, pid in rows]
+    if pythons:
+        columns = (*_COLUMNS, "python")
+        cells = [(*row, pythons.get(row[0], "-")) for row in cells]
+    cells = [columns, *cells]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     lines = [_line(row, widths) for row in cells]
     lines.insert(1, _line(tuple("-" * w for w in widths), widths))
     return "\n".join(lines)

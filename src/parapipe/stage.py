@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 import importlib
+import inspect
 import math
 import numbers
+import os
 import pickle
 import re
 from collections.abc import Callable, Sequence
@@ -37,6 +39,9 @@ _OPTION_NAMES = (
     "batch_wait",
     "batch_fallback",
     "runtime_env",
+    "python",
+    "concurrency",
+    "rate_limit",
 )
 
 
@@ -97,7 +102,36 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_wait": (lambda v: _is_number(v) and 0 <= v < math.inf, "a number of seconds >= 0"),
     "batch_fallback": (lambda v: isinstance(v, bool), "True or False"),
     "runtime_env": (lambda v: v is None or isinstance(v, dict), "a dict (a Ray runtime env) or None"),
+    "python": (
+        lambda v: v is None or (isinstance(v, (str, os.PathLike)) and str(v) != ""),
+        "a path to a Python interpreter, or to a virtualenv or conda env directory, or None",
+    ),
+    "concurrency": (lambda v: _is_count(v, 1), "an int >= 1 (items one worker runs at once)"),
+    "rate_limit": (
+        lambda v: v is None or _is_rate(v),
+        "None, a number of items per second > 0, or a string such as '20/s', '600/min', '1000/h'",
+    ),
 }
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def _is_rate(value: Any) -> bool:
+    try:
+        return parse_rate(value) > 0
+    except ConfigError:
+        return False
+
+
+def parse_rate(value: float | str) -> float:
+    """Items per second from ``rate_limit``: a number (per second) or ``"N/s"``, ``"N/min"``, ``"N/h"``."""
+    if not isinstance(value, str) and _is_number(value) and 0 < value < math.inf:
+        return float(value)
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if match is None or float(match[1]) <= 0:
+        raise ConfigError(f"rate_limit must be a number per second or a string like '20/s', got {value!r}")
+    return float(match[1]) / _PER[match[2]]
 
 
 def _gpu_ids(gpus: GpuSpec, replica: int, who: str) -> tuple[int, ...]:
@@ -145,6 +179,15 @@ class Stage:
             the bad item fails (else every item of the batch gets the error).
         runtime_env: on the Ray backend, this stage's own Ray runtime env (``{"pip": [...]}``,
             ``{"env_vars": {...}}``, ...); ignored by the local backend. See docs/ray.md.
+        python: run this stage's workers on another interpreter: its path, or a virtualenv or
+            conda env directory, for libraries whose versions conflict with the rest of the
+            graph. That environment must hold parapipe and the stage's libraries; items and
+            results cross it by pickle. See docs/io-and-environments.md.
+        concurrency: items one worker runs at once, for I/O-bound stages: on a thread pool, or
+            on an event loop when ``process`` is ``async def``. A stage holds at most
+            ``replicas * concurrency`` items (batches, for a batched stage).
+        rate_limit: at most this many items per second leave for this stage's workers, across
+            all its replicas: ``"20/s"``, ``"600/min"``, or a number per second.
     """
 
     name: str | None = None
@@ -161,6 +204,9 @@ class Stage:
     batch_wait: float = 0.01
     batch_fallback: bool = False
     runtime_env: dict[str, Any] | None = None
+    python: str | os.PathLike[str] | None = None
+    concurrency: int = 1
+    rate_limit: float | str | None = None
 
     def setup(self) -> None:
         """Load the model. Runs once per worker, after the CPU budget is applied."""
@@ -175,6 +221,11 @@ class Stage:
         Runs in the parent for every item, so keep it cheap: e.g. ``len(item) / 16000`` seconds.
         """
         return 1.0
+
+    @property
+    def is_async(self) -> bool:
+        """True when ``process`` is ``async def``: its worker runs items on an event loop."""
+        return inspect.iscoroutinefunction(self.process)
 
     @property
     def batched(self) -> bool:
@@ -244,6 +295,10 @@ class _FunctionStage(Stage):
 
     def process(self, item: Any) -> Any:
         return self.fn(item)
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.fn)
 
     def __call__(self, item: Any) -> Any:
         return self.fn(item)

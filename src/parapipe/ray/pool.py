@@ -36,6 +36,7 @@ from ..resources import WorkerBudget, compact_ids
 from ..worker import protocol
 from ..worker.child import WorkerBoot
 from ..worker.dispatch import Task
+from ..worker.options import WorkerInterpreter
 from ..worker.pool import StagePool
 from ..worker.replica import Replica
 from ..worker.spawn import STOP_GRACE, thread_env
@@ -76,6 +77,8 @@ class RayReplica(Replica):
         self.kill_reason: str | None = None
         self.segments = transport.SegmentLedger()  # stays empty: Ray moves the large buffers
         self._send_lock = threading.Lock()
+        self._seq: dict[int, int] = {}  # the local ledger's send order; unused on Ray
+        self._sends = 0
         self._calls: queue.SimpleQueue[tuple[list[int], Any] | None] = queue.SimpleQueue()
         self.death = ""
         """What Ray said when the actor died."""
@@ -155,6 +158,7 @@ class RayStagePool(StagePool):
         log_level: int | None = None,
     ) -> None:
         super().__init__(stage, budgets, mp_context=mp_context, retries=retries, log_level=log_level)
+        self._interpreter = WorkerInterpreter(None, self.name, mp_context)  # python= is Ray's py_executable
         self._stage_bytes = ray.cloudpickle.dumps(stage)
         """By value where pickle goes by reference to ``__main__``: an actor does not import the
         driver's script (a spawned local worker does, as ``__mp_main__``)."""
@@ -188,7 +192,7 @@ class RayStagePool(StagePool):
             "num_gpus": len(budget.gpus),
             "max_restarts": -1,
             "max_task_retries": 0,
-            "runtime_env": actor_runtime_env(getattr(self.stage, "runtime_env", None), env),
+            "runtime_env": actor_runtime_env(getattr(self.stage, "runtime_env", None), env, self.stage.python),
         }
         return _Actor.options(**options).remote(boot)
 

@@ -42,6 +42,8 @@ class WorkerBoot:
     log_level: int = logging.WARNING
     max_memory: int | None = None
     max_items: int | None = None
+    python: str | None = None
+    """The stage's own interpreter (``python=``), named in errors; None on the parent's."""
 
 
 def main(conn: Connection, boot: WorkerBoot) -> None:
@@ -51,20 +53,31 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
     send = _Sender(conn)
     _install_log_forwarding(send, boot)
     try:
-        stage = _build(boot)
+        stage, runner = _build_served(boot)
     except BaseException as exc:
         send(protocol.dumps((protocol.FAILED, protocol.ExcInfo.capture(exc))))
         return
     send(protocol.dumps((protocol.READY, _describe(boot))))
     if boot.max_memory is not None:
         _watch_memory(boot.max_memory)
-    retired = _serve(conn, send, stage, boot)
-    stage.teardown()
+    retired = _serve(conn, send, stage, boot, runner)
+    if runner is not None:
+        runner.complete(stage.teardown())
+        runner.close()
+    else:
+        stage.teardown()
     if retired:
         sys.exit(protocol.RECYCLE_EXIT)
 
 
 def _build(boot: WorkerBoot) -> Any:
+    """The stage, set up (the Ray actor's entry: it serves one message at a time)."""
+    return _build_served(boot)[0]
+
+
+def _build_served(boot: WorkerBoot) -> tuple[Any, Any]:
+    """The stage, set up, and the `concurrent.Runner` that serves it when it runs several items
+    at once or is ``async`` (None for the plain serial loop, which imports no asyncio)."""
     os.environ.update(boot.env)  # again, for fork/forkserver where exec-time env did not apply
     pin_all_threads(boot.cores)
     context._set_current(
@@ -73,15 +86,42 @@ def _build(boot: WorkerBoot) -> Any:
         )
     )
     _limit_thread_pools(boot.threads)
-    stage = load_stage(boot.stage_bytes)
+    stage = _load(boot)
     cap_memory(boot.gpu_fraction)  # the stage's module may have imported torch: cap before setup() allocates
-    stage.setup()
+    runner = None
+    if stage.concurrency > 1 or stage.is_async:
+        from .concurrent import Runner
+
+        runner = Runner(stage)
+        runner.complete(stage.setup())
+    else:
+        stage.setup()
     cap_memory(boot.gpu_fraction)
     _limit_thread_pools(boot.threads)  # libraries loaded by setup() start with their own pools
-    return stage
+    return stage, runner
 
 
-def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> bool:
+def _load(boot: WorkerBoot) -> Any:
+    """The stage; on another interpreter, an import error says which one lacks which module."""
+    if boot.python is not None:
+        from . import compat
+
+        compat.install()
+    try:
+        return load_stage(boot.stage_bytes)
+    except (ImportError, AttributeError, pickle.UnpicklingError) as exc:
+        if boot.python is None:
+            raise
+        module = getattr(exc, "name", None) or "the stage's module"
+        raise ImportError(
+            f"the stage cannot be loaded on its interpreter {boot.python}: it cannot import {module!r} "
+            f"({type(exc).__name__}: {exc}). Install the stage's libraries in that environment, and define the "
+            "stage in a module on a path this process has (not in the main script, which a worker there does "
+            "not run)"
+        ) from exc
+
+
+def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, runner: Any = None) -> bool:
     """Serve tasks until STOP (returns False) or until this worker should retire (True).
 
     Large arrays in tasks and results travel through shared memory (`parapipe.transport`);
@@ -91,6 +131,11 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot) -> boo
     arena = transport.SegmentArena(owner_pid=parent.pid if parent is not None else None, spare=True)
     transport.track_unmapped()
     try:
+        if runner is not None:
+            encode = functools.partial(transport.encode, arena=arena, threshold=protocol.PIPE_MESSAGE_LIMIT)
+            pack = functools.partial(transport.pack, arena=arena, threshold=protocol.PIPE_MESSAGE_LIMIT)
+            retire = functools.partial(_should_retire, boot)
+            return bool(runner.serve(conn, send, retire, encode, pack))
         return _serve_with(conn, send, stage, boot, arena)
     finally:
         arena.close()
@@ -213,6 +258,8 @@ def _describe(boot: WorkerBoot) -> dict[str, Any]:
         "pid": os.getpid(),
         "cores": tuple(sorted(os.sched_getaffinity(0))),
         "threads": boot.threads,
+        "python": sys.executable,
+        "protocol": protocol.VERSION,
         "pools": [(p.get("internal_api"), p.get("num_threads")) for p in threadpool_info()],
     }
 

@@ -26,6 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from ..batching import BatchQueue, BatchStats
 from .protocol import BATCH, TASKS
+from .ratelimit import RateLimit
 
 MAX_MSGS = 2
 """Messages in flight per worker: one being processed, one waiting in the pipe."""
@@ -125,6 +126,11 @@ class Dispatcher:
         packing: pack cheap tasks into one message (off with a timeout, for the same reason).
         batcher: the batch queue of a batched stage.
         clock: monotonic seconds; tests inject a fake one.
+        concurrent: the workers run ``max_msgs`` messages at once (``concurrency``): they always
+            get that many, whatever the items cost, and only a task retried after its worker
+            died goes alone (an exception, e.g. a ConnectionError, does not take a whole
+            worker's concurrency for its retry).
+        rate: the stage's ``rate_limit``: messages go no faster than it allows.
     """
 
     def __init__(
@@ -134,6 +140,8 @@ class Dispatcher:
         packing: bool = True,
         batcher: BatchQueue[Task] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        concurrent: bool = False,
+        rate: RateLimit | None = None,
     ) -> None:
         self.pending: collections.deque[Task] = collections.deque()
         """New tasks in arrival order (of a batched stage: only retried ones, which go alone)."""
@@ -145,6 +153,9 @@ class Dispatcher:
         self._packing = packing
         self._clock = clock
         self._batch_due: float | None = None
+        self._concurrent = concurrent
+        self._rate = rate
+        self._rate_due = False
 
     def __len__(self) -> int:
         return len(self.pending) + (len(self.batcher) if self.batcher is not None else 0)
@@ -167,6 +178,8 @@ class Dispatcher:
 
     def prefetch(self) -> int:
         """Messages one replica may hold now."""
+        if self._concurrent:
+            return self._max_msgs
         return 1 if (self.cost or 0.0) > _PREFETCH_BELOW else self._max_msgs
 
     def assign(self, ready: Sequence[S]) -> list[Assignment[S]]:
@@ -187,9 +200,15 @@ class Dispatcher:
             if not open_:
                 break
             i = min(open_, key=lambda i: (msgs[i], held[i]))
-            kind, tasks, alone = self._take_message(msgs[i], len(open_))
+            allowed = _MAX_PACK if self._rate is None else self._rate.available(self._clock())
+            if allowed < 1:
+                self._rate_due = True
+                break
+            kind, tasks, alone = self._take_message(msgs[i], len(open_), allowed)
             if not tasks:
                 break
+            if self._rate is not None:
+                self._rate.take(len(tasks), self._clock())
             msgs[i] = limit if alone else msgs[i] + 1  # alone: it takes nothing else
             held[i] += len(tasks)
             out.append(Assignment(free[i], kind, tasks, alone))
@@ -206,10 +225,21 @@ class Dispatcher:
         self._batch_due = due
         return max(0.0, (due or 0.0) - self._clock())
 
-    def _take_message(self, busy: int, nfree: int) -> tuple[int, list[Task], bool]:
+    def rate_timer(self) -> float | None:
+        """Seconds until the rate limit lets the next waiting task go, when the last `assign`
+        stopped at the limit (the pool pumps again then); None otherwise."""
+        if not self._rate_due or self._rate is None:
+            return None
+        self._rate_due = False
+        return self._rate.wait(self._clock())
+
+    def _goes_alone(self, task: Task) -> bool:
+        return task.alone if self._concurrent else task.goes_alone
+
+    def _take_message(self, busy: int, nfree: int, allowed: int) -> tuple[int, list[Task], bool]:
         """(kind, tasks, alone) of the next message for a replica with ``busy`` messages."""
         if self.batcher is None or self.pending:  # of a batched stage, pending holds retries
-            tasks, alone = self._pack(busy, nfree)
+            tasks, alone = self._pack(busy, nfree, allowed)
             return (BATCH if self.batcher is not None else TASKS), tasks, alone
         batch: list[Task] = []
         while not batch and self.batcher:  # a batch of cancelled items only: take the next one
@@ -224,21 +254,21 @@ class Dispatcher:
     def _feed_batcher(self) -> None:
         """New tasks join the batch queue in arrival order; retried ones stay here, to go alone."""
         assert self.batcher is not None
-        retried = collections.deque(t for t in self.pending if t.goes_alone)
+        retried = collections.deque(t for t in self.pending if self._goes_alone(t))
         for task in self.pending:
-            if not task.goes_alone and not task.abandoned:
+            if not self._goes_alone(task) and not task.abandoned:
                 self.batcher.put(task)
         self.pending = retried
 
-    def _pack(self, busy: int, nfree: int) -> tuple[list[Task], bool]:
-        limit = self._pack_limit(nfree)
+    def _pack(self, busy: int, nfree: int, allowed: int = _MAX_PACK) -> tuple[list[Task], bool]:
+        limit = min(allowed, self._pack_limit(nfree))
         tasks: list[Task] = []
         while self.pending and len(tasks) < limit:
             task = self.pending[0]
             if task.abandoned:
                 self.pending.popleft()
                 continue
-            if task.goes_alone:
+            if self._goes_alone(task):
                 if tasks or busy:
                     break
                 self.pending.popleft()

@@ -42,11 +42,12 @@ from typing import Any
 from .. import transport
 from ..batching import BatchQueue, BatchStats
 from ..config import DEFAULT_RETRIES, parse_size
-from ..errors import ItemError, StageError, StageFailed, WorkerDied, WorkerStartupError, describe_exit
+from ..errors import ItemError, StageError, StageFailed, TaskTimeout, WorkerDied, WorkerStartupError, describe_exit
 from ..resources import WorkerBudget
 from ..stage import Stage, dump_stage
 from . import child, protocol
-from .dispatch import MAX_MSGS, Callback, Dispatcher, Job, Task
+from .dispatch import Callback, Job, Task
+from .options import WorkerInterpreter, dispatcher_for, is_concurrent, parent_times_items
 from .protocol import ChunkResult
 from .pumps import defer, deferred_pumps
 from .replica import Replica
@@ -61,6 +62,8 @@ log = logging.getLogger("parapipe")
 
 _BATCH_TIMER = "batch"
 """Deadline key of the oldest waiting batch item (the other keys are replicas)."""
+_RATE_TIMER = "rate"
+"""Deadline key of the next item the rate limit lets go."""
 
 Outcome = tuple[Task, bool, Any]
 
@@ -82,7 +85,7 @@ class StagePool:
         self.budgets = budgets
         self.retries = stage.retries if stage.retries is not None else retries
         self.stats = StageStats()
-        self._ctx = mp_context
+        self._interpreter = WorkerInterpreter(stage.python, self.name, mp_context)
         self._log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         self._stage_bytes = dump_stage(stage)
         self._arena = transport.SegmentArena(spare=True)
@@ -94,10 +97,9 @@ class StagePool:
         batcher = None
         if stage.batched:
             batcher = BatchQueue[Task](stage.batch_size, stage.batch_wait, cost=lambda t: stage.batch_cost(t.item))
-        timed = bool(stage.timeout)  # a deadline must time one item, not its wait or its neighbours
-        self._dispatch = Dispatcher(
-            max_msgs=1 if timed else MAX_MSGS, packing=not (timed or stage.batched), batcher=batcher
-        )
+        self._dispatch = dispatcher_for(stage, batcher)
+        self._concurrent = is_concurrent(stage)
+        self._timed = parent_times_items(stage)
         self._lock = threading.Lock()
         self._spawn_lock = threading.Lock()
         self._replicas: list[Replica] = []
@@ -106,7 +108,8 @@ class StagePool:
         self._started = False
         self._failed: str | None = None
         self._backoff = StartupBackoff(self._spawn, self._fail_stage)
-        self._deadlines = Deadlines(self._on_deadline, self.name) if timed or stage.batched else None
+        needs_timer = self._timed or stage.batched or stage.rate_limit is not None
+        self._deadlines = Deadlines(self._on_deadline, self.name) if needs_timer else None
 
     @property
     def batch_stats(self) -> BatchStats | None:
@@ -116,6 +119,7 @@ class StagePool:
 
     def start(self) -> None:
         """Spawn every worker without waiting, so all stages load their models at once."""
+        self._interpreter.context()  # a stage's own interpreter is checked before any worker starts
         for budget in self.budgets:
             self._spawn(budget)
 
@@ -203,11 +207,11 @@ class StagePool:
             tids = list(itertools.islice(self._ids, len(a.tasks)))
             a.replica.record(tids, a.tasks, a.exclusive)
             sends.append((a.replica, tids, a.tasks, a.kind))
-            if self.stage.timeout and self._deadlines is not None:
-                self._deadlines.arm(a.replica, float(self.stage.timeout))
-        delay = self._dispatch.batch_timer()
-        if delay is not None and self._deadlines is not None:
-            self._deadlines.arm(_BATCH_TIMER, delay)
+            if self._timed and self._deadlines is not None:
+                self._deadlines.arm(a.replica, float(self.stage.timeout or 0))
+        for key, delay in ((_BATCH_TIMER, self._dispatch.batch_timer()), (_RATE_TIMER, self._dispatch.rate_timer())):
+            if delay is not None and self._deadlines is not None:
+                self._deadlines.arm(key, delay)
         return sends
 
     def _send(self, r: Replica, tids: list[int], tasks: list[Task], kind: int) -> None:
@@ -216,10 +220,16 @@ class StagePool:
             data, names = self._encode((kind, payload))
         except Exception:  # find and fail the unpicklable items one by one
             data, names = self._drop_unpicklable(r, payload, kind)
-        if names:
-            with self._lock:
+        with self._lock:
+            if names:
                 r.segments.sent(tids[0], names)
-        r.send(data)
+            empty = not any(tid in r.inflight for tid in tids)
+            if empty:  # every item was unpicklable: nothing to send, nothing to wait for
+                r.answered([], tids[0])
+        if empty:
+            self.pump()
+        else:
+            r.send(data, tids[0])
 
     def _drop_unpicklable(self, r: Replica, payload: list[tuple[int, Any]], kind: int) -> tuple[bytes, list[str]]:
         keep, dropped = [], []
@@ -261,7 +271,7 @@ class StagePool:
         final: list[Outcome] = []
         failed: list[tuple[Task, Any]] = []
         with self._lock:  # one lock round per message: ledger, timing and counts of successes
-            free = r.answered(unmapped)
+            free = r.answered(unmapped, rows[0][0] if rows else None)
             if self._deadlines is not None:
                 self._deadlines.disarm(r)
             inflight, stats = r.inflight, self.stats
@@ -283,10 +293,13 @@ class StagePool:
         retry: list[Task] = []
         settle: list[Outcome] = []
         for task, info in failed:  # outside the lock: a retry calls the job's on_retry hook
+            if isinstance(info, protocol.ExcInfo) and info.type == protocol.TIMED_OUT:
+                info = TaskTimeout(self.name, info.message, timeout=self.stage.timeout)
             if self._policy.decide(task, info):
                 retry.append(task)
             else:
-                settle.append((task, False, StageError.from_exc_info(self.name, info)))
+                error = info if isinstance(info, TaskTimeout) else StageError.from_exc_info(self.name, info)
+                settle.append((task, False, error))
         if retry:
             with self._lock:
                 self._dispatch.requeue(retry)
@@ -296,12 +309,13 @@ class StagePool:
                 self._deliver(task, True, value)
             self._settle(settle)
 
-    def on_unreadable(self, r: Replica, error: protocol.ExcInfo) -> None:
-        """The worker could not unpickle its oldest message: a lone item fails (a rerun would meet
-        the same bytes); several go back one by one, so only the unreadable one fails."""
+    def on_unreadable(self, r: Replica, error: protocol.ExcInfo, key: int | None = None) -> None:
+        """The worker could not unpickle a message (its oldest, or the one whose first task id is
+        ``key``): a lone item fails (a rerun would meet the same bytes); several go back one by
+        one, so only the unreadable one fails."""
         with self._lock:
-            tids = r.sent[0] if r.sent else []
-            free = r.answered([])
+            tids = next((t for t in r.sent if t[0] == key), []) if key is not None else (r.sent[0] if r.sent else [])
+            free = r.answered([], key)
             if self._deadlines is not None:
                 self._deadlines.disarm(r)
             tasks = [t for t in (r.inflight.pop(tid, None) for tid in tids) if t is not None]
@@ -325,7 +339,7 @@ class StagePool:
             r.state = "dead"
             if r in self._replicas:
                 self._replicas.remove(r)
-            blamed, waiting = r.orphans()
+            blamed, waiting = r.orphans(all_running=self._concurrent)
             closing = self._closing
         if self._deadlines is not None:
             self._deadlines.disarm(r)
@@ -380,6 +394,7 @@ class StagePool:
                 task.timed_out = False
                 retry += split(task, self.name, self.retries)
                 continue
+            task.alone = task.alone or self._concurrent  # a death retried alone, even among concurrent items
             error = death_error(self.name, task, exitcode, timeout=self.stage.timeout, max_memory=self._max_memory)
             if self._policy.decide(task, error):
                 retry.append(task)
@@ -394,13 +409,14 @@ class StagePool:
 
     def _spawn(self, budget: WorkerBudget) -> None:
         env = {**thread_env(budget.threads), **gpu_env(budget.gpus)}
+        ctx = self._interpreter.context()
         boot = child.WorkerBoot(
             stage=self.name, replica=budget.replica, threads=budget.threads, cores=budget.cores,
             stage_bytes=self._stage_bytes, env=env, gpus=budget.gpus, gpu_fraction=budget.gpu_fraction,
-            log_level=self._log_level,
-            max_memory=self._max_memory, max_items=self.stage.max_items_per_worker,
+            log_level=self._log_level, max_memory=self._max_memory, max_items=self.stage.max_items_per_worker,
+            python=self._interpreter.python,
         )  # fmt: skip
-        r = Replica(self, budget, self._ctx, boot)
+        r = Replica(self, budget, ctx, boot)
         with self._spawn_lock:
             if self._closing:  # a replacement racing with close(): close() would not see it
                 r.discard()
@@ -449,7 +465,8 @@ class StagePool:
             rows = [
                 {"stage": self.name, "replica": r.budget.replica, "pid": r.pid, "state": r.state,
                  "cores": r.info.get("cores", r.budget.cores), "threads": r.budget.threads,
-                 "gpus": r.budget.gpus, "gpu_fraction": r.budget.gpu_fraction, "pools": r.info.get("pools", [])}
+                 "gpus": r.budget.gpus, "gpu_fraction": r.budget.gpu_fraction, "pools": r.info.get("pools", []),
+                 **self._interpreter.describe()}
                 for r in sorted(self._replicas, key=lambda r: r.budget.replica)
             ]  # fmt: skip
         return add_gpu_figures(rows)

@@ -34,6 +34,15 @@ UNREADABLE = 8
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
 
+VERSION = 1
+"""Version of this message protocol. A worker on another interpreter (``python=``) runs that
+environment's parapipe: the parent checks it speaks this version before it starts any worker
+there (`interp.probe`), because a mismatch would show only as undecodable messages."""
+
+TIMED_OUT = "parapipe.TaskTimeout"
+"""`ExcInfo.type` of an item that a concurrent worker gave up on at the stage's timeout (it
+cannot be killed for one item): the parent makes it a `TaskTimeout`, as for a killed worker."""
+
 PIPE_MESSAGE_LIMIT = transport.PIPE_MESSAGE_LIMIT
 """Largest message written to a worker's socket; anything bigger goes through shared memory.
 
@@ -95,6 +104,10 @@ class ChunkResult:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (ChunkResult, (self.values, self.errors))
+
+
+def timed_out(timeout: float | None, how: str) -> ExcInfo:
+    return ExcInfo(TIMED_OUT, f"ran past the timeout of {timeout} s and was {how}", "")
 
 
 # A result row: (task_id, ok, value-or-ExcInfo, started, finished, cpu_seconds).

@@ -36,7 +36,7 @@ class Owner(Protocol):
 
     def on_results(self, replica: Replica, rows: list[protocol.Result], unmapped: list[str]) -> None: ...
 
-    def on_unreadable(self, replica: Replica, error: protocol.ExcInfo) -> None: ...
+    def on_unreadable(self, replica: Replica, error: protocol.ExcInfo, key: int | None = None) -> None: ...
 
     def on_exit(self, replica: Replica) -> None: ...
 
@@ -75,6 +75,10 @@ class Replica:
         """Why the parent killed this worker, when it did (said instead of guessing from the signal)."""
         self.segments = transport.SegmentLedger()
         self._send_lock = threading.Lock()
+        self._seq: dict[int, int] = {}
+        """Send order of each message in flight, by its first task id: a concurrent worker names
+        an unreadable message by it (it answers out of order, so it is not the oldest)."""
+        self._sends = 0
 
     def startup_message(self, exitcode: int | None = None) -> str:
         """Why this worker never got ready: its setup() error, else how its process ended."""
@@ -117,28 +121,45 @@ class Replica:
         self.sent.append(tids)
         self.exclusive = exclusive
 
-    def answered(self, unmapped: list[str]) -> list[str]:
-        """The oldest message was answered; returns the segments to recycle."""
-        key = self.sent.popleft()[0] if self.sent else -1
+    def answered(self, unmapped: list[str], key: int | None = None) -> list[str]:
+        """A message was answered: the one whose first task id is ``key``, else the oldest (a
+        serial worker answers in order); returns the segments to recycle."""
+        if key is None or (self.sent and self.sent[0][0] == key):
+            key = self.sent.popleft()[0] if self.sent else -1
+        else:
+            for tids in self.sent:
+                if tids[0] == key:
+                    self.sent.remove(tids)
+                    break
+        self._seq.pop(key, None)
         self.exclusive = False
         return self.segments.answered(key, unmapped)
 
-    def orphans(self) -> tuple[list[Task], list[Task]]:
+    def message_at(self, seq: int) -> int | None:
+        """The first task id of the message sent ``seq``-th (0-based), if still in flight."""
+        return next((key for key, n in list(self._seq.items()) if n == seq), None)
+
+    def orphans(self, all_running: bool = False) -> tuple[list[Task], list[Task]]:
         """The worker is gone: (tasks it was running, tasks still waiting in its pipe); the
-        ledger is emptied and its segments unlinked."""
-        running = set(self.sent[0]) if self.sent else set()
+        ledger is emptied and its segments unlinked. A concurrent worker (``all_running``) may
+        have been running every message it held: all of them take the blame."""
+        running = {tid for tids in self.sent for tid in tids} if all_running else set(self.sent[0] if self.sent else ())
         blamed = [t for tid, t in self.inflight.items() if tid in running]
         waiting = [t for tid, t in self.inflight.items() if tid not in running]
         self.inflight.clear()
         self.sent.clear()
+        self._seq.clear()
         self.exclusive = False
         self.segments.release_all()
         return blamed, waiting
 
     # -- the pipe ------------------------------------------------------------------------------
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, key: int = -1) -> None:
+        """Write one message (``key``: its first task id, numbered in the order written)."""
         with self._send_lock:
+            self._seq[key] = self._sends
+            self._sends += 1
             try:
                 self.conn.send_bytes(data)
             except (OSError, ValueError):
@@ -173,7 +194,7 @@ class Replica:
         elif kind == protocol.FAILED:
             self.startup_error = msg[1]
         elif kind == protocol.UNREADABLE:
-            self.owner.on_unreadable(self, msg[1])
+            self.owner.on_unreadable(self, msg[1], self.message_at(msg[2]) if len(msg) > 2 else None)
 
     def _kill(self, reason: str) -> None:
         """End the worker so that its exit (read by this thread as EOF) settles what it held."""
