@@ -35,7 +35,7 @@ def analysis_graph(
     *,
     language: str | None = None,
     beam_size: int = 5,
-    compute_type: str = "int8",
+    compute_type: str | None = None,
     plan: str | None = "throughput",
     cores: int | None = None,
     num_speakers: int | None = None,
@@ -49,7 +49,8 @@ def analysis_graph(
         voices: voice registry path for `Speaker` (None: per-worker, in memory).
         age_model: ONNX age/gender model for `GenderAge` (None: ``age`` is None).
         max_seconds: longest input `Decode` accepts.
-        language, beam_size, compute_type: passed to `Transcribe`.
+        language, beam_size, compute_type: passed to `Transcribe` (compute_type None: int8 on a CPU,
+            float16 on a GPU).
         plan: size replicas and threads for this machine from `DEFAULT_COSTS`:
             ``"throughput"`` (many files: whisper is ~85 % of the work, so it gets replicas),
             ``"latency"`` (one file at a time: whisper gets every core), or None to keep one
