@@ -28,11 +28,9 @@ that is why the per-worker queue (the pipe) holds at most ``MAX_MSGS`` messages.
 from __future__ import annotations
 
 import contextlib
-import functools
 import itertools
 import logging
 import os
-import pickle
 import signal
 import threading
 import time
@@ -42,17 +40,18 @@ from typing import Any
 from .. import transport
 from ..batching import BatchQueue, BatchStats
 from ..config import DEFAULT_RETRIES, parse_size
-from ..errors import ItemError, StageError, StageFailed, TaskTimeout, WorkerDied, WorkerStartupError, describe_exit
+from ..errors import ItemError, StageError, StageFailed, TaskTimeout, WorkerDied, WorkerStartupError
 from ..resources import WorkerBudget
 from ..stage import Stage, dump_stage
 from . import child, protocol
 from .dispatch import Callback, Job, Task
+from .encode import MessageEncoder
 from .options import WorkerInterpreter, dispatcher_for, is_concurrent, parent_times_items
 from .protocol import ChunkResult
 from .pumps import defer, deferred_pumps
 from .replica import Replica
 from .restarts import StartupBackoff
-from .retry import RetryPolicy, death_error, is_chunk, split
+from .retry import RetryPolicy, exit_reason
 from .spawn import STOP_GRACE, Deadlines, gpu_env, stop_process, thread_env
 from .stats import StageStats, add_gpu_figures, gpu_totals
 
@@ -89,9 +88,7 @@ class StagePool:
         self._log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         self._stage_bytes = dump_stage(stage)
         self._arena = transport.SegmentArena(spare=True)
-        self._encode = functools.partial(
-            transport.encode_with_names, arena=self._arena, threshold=protocol.PIPE_MESSAGE_LIMIT
-        )
+        self._encoder = MessageEncoder(self._arena)
         self._max_memory = parse_size(stage.max_memory)
         self._policy = RetryPolicy(self.retries, tuple(stage.retry_on))
         batcher = None
@@ -215,46 +212,26 @@ class StagePool:
         return sends
 
     def _send(self, r: Replica, tids: list[int], tasks: list[Task], kind: int) -> None:
-        payload = [(tid, task.item) for tid, task in zip(tids, tasks, strict=True)]
-        try:
-            data, names = self._encode((kind, payload))
-        except Exception:  # find and fail the unpicklable items one by one
-            data, names = self._drop_unpicklable(r, payload, kind)
+        data, names, bad = self._encoder.encode(kind, [(tid, task.item) for tid, task in zip(tids, tasks, strict=True)])
+        dropped: list[Outcome] = []
         with self._lock:
+            for tid, exc in bad:
+                task = r.inflight.pop(tid, None)
+                if task is not None:
+                    error = StageError(
+                        self.name, f"item cannot be sent to a worker: {exc}", exc_type="ItemNotPicklable"
+                    )
+                    dropped.append((task, False, error))
             if names:
                 r.segments.sent(tids[0], names)
             empty = not any(tid in r.inflight for tid in tids)
             if empty:  # every item was unpicklable: nothing to send, nothing to wait for
                 r.answered([], tids[0])
+        self._settle(dropped)
         if empty:
             self.pump()
         else:
             r.send(data, tids[0])
-
-    def _drop_unpicklable(self, r: Replica, payload: list[tuple[int, Any]], kind: int) -> tuple[bytes, list[str]]:
-        keep, dropped = [], []
-        for tid, item in payload:
-            try:
-                pickle.dumps(item, protocol.PROTOCOL)
-                keep.append((tid, item))
-            except Exception as exc:  # reported as this item's error
-                with self._lock:
-                    task = r.inflight.pop(tid, None)
-                if task is not None:
-                    msg = f"item cannot be sent to a worker: {exc}"
-                    dropped.append((task, False, StageError(self.name, msg, exc_type="ItemNotPicklable")))
-        try:
-            encoded = self._encode((kind, keep))
-        except Exception as exc:  # pickles alone, not in the message (recursion depth): fail them all
-            encoded = self._encode((kind, []))
-            for tid, _ in keep:
-                with self._lock:
-                    task = r.inflight.pop(tid, None)
-                if task is not None:
-                    msg = f"item cannot be sent to a worker: {exc}"
-                    dropped.append((task, False, StageError(self.name, msg, exc_type="ItemNotPicklable")))
-        self._settle(dropped)
-        return encoded
 
     # -- what the replicas report (from their reader threads) --------------------------------
 
@@ -352,19 +329,16 @@ class StagePool:
                 self._backoff.failed(r.budget, r.startup_message(exitcode))
             return
         if exitcode != protocol.RECYCLE_EXIT:  # retiring on purpose is routine, not news
-            log.warning("stage %r replica %d: %s; replacing it", self.name, r.budget.replica, self._why(r, exitcode))
+            log.warning(
+                "stage %r replica %d: %s; replacing it",
+                self.name,
+                r.budget.replica,
+                exit_reason(r.kill_reason, exitcode, self._max_memory),
+            )
         with self._lock:
             self.stats.restarts += 1
         self._spawn(r.budget)
         self._requeue_orphans(blamed, waiting, exitcode)
-
-    def _why(self, r: Replica, exitcode: int | None) -> str:
-        """Why a worker ended: what parapipe did, when it did it, else what the exit code hints."""
-        if r.kill_reason is not None:
-            return f"parapipe killed it: {r.kill_reason}"
-        if exitcode == protocol.MEMORY_EXIT:
-            return f"it passed max_memory ({(self._max_memory or 0) / 2**30:.2f} GiB) during an item and stopped"
-        return describe_exit(exitcode)
 
     def _on_deadline(self, key: Replica | str) -> None:
         """A batch's wait ran out (pump it), or an item ran past the stage timeout: kill its
@@ -382,24 +356,11 @@ class StagePool:
             os.kill(key.pid, signal.SIGKILL)
 
     def _requeue_orphans(self, blamed: list[Task], waiting: list[Task], exitcode: int | None) -> None:
-        """Tasks that were running when the worker died take the blame (an attempt, or a final
-        error; a chunk is split, its culprit unknown); tasks still waiting in its pipe, or held
-        by a worker that retired, go back as they are."""
-        if exitcode == protocol.RECYCLE_EXIT:
-            waiting, blamed = blamed + waiting, []
-        retry: list[Task] = list(waiting)
-        failed: list[Outcome] = []
-        for task in blamed:
-            if is_chunk(task):
-                task.timed_out = False
-                retry += split(task, self.name, self.retries)
-                continue
-            task.alone = task.alone or self._concurrent  # a death retried alone, even among concurrent items
-            error = death_error(self.name, task, exitcode, timeout=self.stage.timeout, max_memory=self._max_memory)
-            if self._policy.decide(task, error):
-                retry.append(task)
-            else:
-                failed.append((task, False, error))
+        """A dead worker's tasks: `RetryPolicy.orphans` decides which go back and which fail."""
+        retry, failed = self._policy.orphans(
+            blamed, waiting, exitcode, stage=self.name, timeout=self.stage.timeout, max_memory=self._max_memory,
+            alone=self._concurrent,
+        )  # fmt: skip
         with self._lock:
             self._dispatch.requeue(retry)
         self._settle(failed)
@@ -463,12 +424,8 @@ class StagePool:
     def workers(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = [
-                {"stage": self.name, "replica": r.budget.replica, "pid": r.pid, "state": r.state,
-                 "cores": r.info.get("cores", r.budget.cores), "threads": r.budget.threads,
-                 "gpus": r.budget.gpus, "gpu_fraction": r.budget.gpu_fraction, "pools": r.info.get("pools", []),
-                 **self._interpreter.describe()}
-                for r in sorted(self._replicas, key=lambda r: r.budget.replica)
-            ]  # fmt: skip
+                r.row(**self._interpreter.describe()) for r in sorted(self._replicas, key=lambda r: r.budget.replica)
+            ]
         return add_gpu_figures(rows)
 
     def snapshot(self) -> dict[str, Any]:

@@ -80,6 +80,15 @@ class Replica:
         an unreadable message by it (it answers out of order, so it is not the oldest)."""
         self._sends = 0
 
+    def row(self, **extra: Any) -> dict[str, Any]:
+        """This worker as one row of `StagePool.workers` (called under the pool's lock)."""
+        b = self.budget
+        return {
+            "stage": self.owner.name, "replica": b.replica, "pid": self.pid, "state": self.state,
+            "cores": self.info.get("cores", b.cores), "threads": b.threads, "gpus": b.gpus,
+            "gpu_fraction": b.gpu_fraction, "pools": self.info.get("pools", []), **extra,
+        }  # fmt: skip
+
     def startup_message(self, exitcode: int | None = None) -> str:
         """Why this worker never got ready: its setup() error, else how its process ended."""
         err = self.startup_error

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import transport
-from ..errors import ItemError, StageError, TaskTimeout, TransportError, WorkerDied
+from ..errors import ItemError, StageError, TaskTimeout, TransportError, WorkerDied, describe_exit
 from .dispatch import Callback, Task
-from .protocol import MEMORY_EXIT, Chunk, ChunkResult, ExcInfo
+from .protocol import MEMORY_EXIT, RECYCLE_EXIT, Chunk, ChunkResult, ExcInfo
 
 
 @dataclass(frozen=True)
@@ -40,12 +40,53 @@ class RetryPolicy:
         task.announce_retry()
         return True
 
+    def orphans(
+        self,
+        blamed: list[Task],
+        waiting: list[Task],
+        exitcode: int | None,
+        *,
+        stage: str,
+        timeout: float | None,
+        max_memory: int | None,
+        alone: bool = False,
+    ) -> tuple[list[Task], list[tuple[Task, bool, Any]]]:
+        """A dead worker's tasks: ``(back to the queue, failed for good)``. Those that were
+        running take the blame (an attempt, or a final error; a chunk is split, its culprit
+        unknown); those still waiting in its pipe, or held by a worker that retired, go back as
+        they are. ``alone``: a retried death goes alone even where items share a worker."""
+        if exitcode == RECYCLE_EXIT:
+            waiting, blamed = blamed + waiting, []
+        retry: list[Task] = list(waiting)
+        failed: list[tuple[Task, bool, Any]] = []
+        for task in blamed:
+            if is_chunk(task):
+                task.timed_out = False
+                retry += split(task, stage, self.retries)
+                continue
+            task.alone = task.alone or alone
+            error = death_error(stage, task, exitcode, timeout=timeout, max_memory=max_memory)
+            if self.decide(task, error):
+                retry.append(task)
+            else:
+                failed.append((task, False, error))
+        return retry, failed
+
     def _retryable(self, error: ItemError | ExcInfo) -> bool:
         if isinstance(error, ExcInfo):
             return error.retryable
         if isinstance(error, TaskTimeout):
             return any(issubclass(TaskTimeout, t) for t in self.retry_on)
         return not (isinstance(error, WorkerDied) and error.exitcode == MEMORY_EXIT)
+
+
+def exit_reason(kill_reason: str | None, exitcode: int | None, max_memory: int | None) -> str:
+    """Why a worker ended: what parapipe did, when it did it, else what the exit code hints."""
+    if kill_reason is not None:
+        return f"parapipe killed it: {kill_reason}"
+    if exitcode == MEMORY_EXIT:
+        return f"it passed max_memory ({(max_memory or 0) / 2**30:.2f} GiB) during an item and stopped"
+    return describe_exit(exitcode)
 
 
 def death_error(
