@@ -312,7 +312,8 @@ def bench_batching(clients: int, seconds: float) -> list[list[Any]]:
     rows = []
     body = b'{"item": {"n": 1}}'
     for name, loop in (("/v1/run", closed_loop), ("/v1/jobs", job_loop)):
-        command = _parapipe("batched_graph", "--max-queue", str(4 * clients))
+        # one connection per client: raise the server's connection cap (256 by default) above them
+        command = _parapipe("batched_graph", "--max-queue", str(4 * clients), "--max-connections", str(clients + 64))
         with server(command, "/readyz?wait=60", HERE) as url:
             request = _json_item(url) if loop is closed_loop else body
             load = asyncio.run(loop(url, clients, seconds, request))
