@@ -34,7 +34,9 @@ def dashboard_html() -> str:
 @panels.get("/history", summary="The last ten minutes of per-stage samples, 429s and restarts")
 async def history(
     request: Request,
-    since: Annotated[float, Query(description="only samples after this time (epoch seconds)")] = 0.0,
+    since: Annotated[
+        float, Query(ge=0.0, le=1e11, allow_inf_nan=False, description="only samples after this time (epoch seconds)")
+    ] = 0.0,
     wait: Annotated[float, Query(ge=0.0, le=MAX_LONG_POLL, description="seconds to wait for a newer sample")] = 0.0,
 ) -> dict[str, Any]:
     sampler: History = request.app.state.history

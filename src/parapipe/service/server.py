@@ -68,7 +68,7 @@ def _run(graph: Any, config: ServiceConfig, where: dict[str, Any], fd: int | Non
         uvicorn.Config(
             app_for(service),
             **where,
-            http=guarded_protocol(config.header_timeout, config.max_connections),
+            http=guarded_protocol(config.header_timeout, config.max_connections, config.max_header_bytes),
             h11_max_incomplete_event_size=config.max_header_bytes,
             ws_max_size=config.max_body_bytes,
             timeout_graceful_shutdown=int(config.drain_timeout),
