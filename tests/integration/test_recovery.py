@@ -48,7 +48,9 @@ def test_chaos_every_item_done_exactly_once(tmp_path):
     kills = []
     out = []
     with pp.Engine(graph, retries=1000, start_method=START_METHOD) as engine:
-        for i, result in enumerate(engine.map(range(2000), journal=db, key=str, return_exceptions=True, max_inflight=8)):
+        for i, result in enumerate(
+            engine.map(range(2000), journal=db, key=str, return_exceptions=True, max_inflight=8)
+        ):
             out.append(result)
             ready = [w["pid"] for w in engine.workers() if w["state"] == "ready"]
             if i % 50 == 25 and ready:

@@ -141,4 +141,6 @@ def test_the_dashboard_data_needs_the_api_key_like_the_rest_of_v1(path: str) -> 
     app = create_app(echo, ServiceConfig(api_keys=("k1-0123456789abcdef",), journal_path=":memory:"))
     client = TestClient(app)  # no lifespan: the key is checked before the service is asked
     assert client.get(path).status_code == 401
-    assert client.get("/v1/graph", headers={"Authorization": "Bearer k1-0123456789abcdef"}).json() == {"shape": {"stage": "echo"}}
+    assert client.get("/v1/graph", headers={"Authorization": "Bearer k1-0123456789abcdef"}).json() == {
+        "shape": {"stage": "echo"}
+    }

@@ -104,7 +104,9 @@ def test_the_core_and_the_worker_layer_import_nothing_above_them() -> None:
             return "above"
         if top == "worker":
             return "worker"
-        assert name in CORE or top in ("transport", "journal"), f"{module}: place it in a layer here and in docs/architecture.md"
+        assert name in CORE or top in ("transport", "journal"), (
+            f"{module}: place it in a layer here and in docs/architecture.md"
+        )
         return "core"
 
     rank = {"core": 0, "worker": 1, "above": 2}
