@@ -123,7 +123,8 @@ class MapWindow:
         exhausted = False
         try:
             while True:
-                while not exhausted and len(units) < self._window:
+                # Until a result's size is known, one unit of one item goes first and alone.
+                while not exhausted and len(units) < self._window and (self._item_bytes is not None or not units):
                     batch = list(itertools.islice(items, min(self._chunk_size(), self._fitting())))
                     if not batch:
                         exhausted = True
@@ -154,8 +155,8 @@ class MapWindow:
         """Items per unit whose results fit `_UNIT_BYTES`, as far as the results seen tell.
 
         One until a result was seen: a second map on the same engine knows the stages' cost
-        (thousands of items per unit) but not the size of this map's results, so its first
-        window goes item by item (a window of round trips, once per map)."""
+        (thousands of items per unit) but not the size of this map's results, so its first item
+        goes alone and the window fills once its result was read (one round trip per map)."""
         if self._item_bytes is None:
             return 1
         return max(1, _UNIT_BYTES // self._item_bytes)
