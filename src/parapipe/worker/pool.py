@@ -51,7 +51,7 @@ from .protocol import ChunkResult
 from .pumps import defer, deferred_pumps
 from .replica import Replica
 from .restarts import StartupBackoff
-from .retry import RetryPolicy, exit_reason
+from .retry import RetryPolicy, backoff, exit_reason
 from .spawn import STOP_GRACE, Deadlines, gpu_env, stop_process, thread_env
 from .stats import StageStats, add_gpu_figures, gpu_totals
 
@@ -267,24 +267,36 @@ class StagePool:
             self._dispatch.cost = stats.service_ewma
         if free:
             self._arena.recycle(free)
-        retry: list[Task] = []
         settle: list[Outcome] = []
         for task, info in failed:  # outside the lock: a retry calls the job's on_retry hook
             if isinstance(info, protocol.ExcInfo) and info.type == protocol.TIMED_OUT:
                 info = TaskTimeout(self.name, info.message, timeout=self.stage.timeout)
             if self._policy.decide(task, info):
-                retry.append(task)
+                self._backoff_retry(task)
             else:
                 error = info if isinstance(info, TaskTimeout) else StageError.from_exc_info(self.name, info)
                 settle.append((task, False, error))
-        if retry:
-            with self._lock:
-                self._dispatch.requeue(retry)
         self.pump()  # refill the worker before waking anyone: it works while we deliver
         with deferred_pumps():
             for task, _, value in final:  # counted above
                 self._deliver(task, True, value)
             self._settle(settle)
+
+    def _backoff_retry(self, task: Task) -> None:
+        """An exception listed in ``retry_on`` (a refused connection, a throttled API) is retried
+        after `retry.backoff` seconds, doubling per attempt: retrying at once would hit the
+        same outage. The worker takes other items meanwhile."""
+
+        def requeue() -> None:
+            with self._lock:
+                if self._closing:
+                    return
+                self._dispatch.requeue([task])
+            self.pump()
+
+        timer = threading.Timer(backoff(task.attempts), requeue)
+        timer.daemon = True
+        timer.start()
 
     def on_unreadable(self, r: Replica, error: protocol.ExcInfo, key: int | None = None) -> None:
         """The worker could not unpickle a message (its oldest, or the one whose first task id is

@@ -80,6 +80,16 @@ class RetryPolicy:
         return not (isinstance(error, WorkerDied) and error.exitcode == MEMORY_EXIT)
 
 
+BACKOFF_BASE = 0.05
+BACKOFF_MAX = 5.0
+
+
+def backoff(attempts: int) -> float:
+    """Seconds before retry number ``attempts`` of an exception listed in ``retry_on``:
+    0.05, 0.1, 0.2 ... up to 5 s."""
+    return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+
+
 def exit_reason(kill_reason: str | None, exitcode: int | None, max_memory: int | None) -> str:
     """Why a worker ended: what parapipe did, when it did it, else what the exit code hints."""
     if kill_reason is not None:
