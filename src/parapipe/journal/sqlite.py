@@ -102,6 +102,7 @@ class Journal(SqlJournal):
     ) -> None:
         super().__init__(run=run, clock=clock, max_result_bytes=max_result_bytes, owner=owner, lease=lease)
         self.path = os.fspath(path)
+        self._busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = _connect(self.path, busy_timeout)
 
     def close(self) -> None:
@@ -126,7 +127,7 @@ class Journal(SqlJournal):
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
         with self._lock, _translated(self.path):
             conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            _begin(conn, time.monotonic() + self._busy_timeout)
             try:
                 yield conn.cursor()
             except BaseException:
@@ -173,13 +174,40 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     try:
         with _translated(path):
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            _create_schema(conn, path)
+            _set_up(conn, path, time.monotonic() + busy_timeout)
     except BaseException:
         conn.close()
         raise
     return conn
+
+
+def _begin(conn: sqlite3.Connection, deadline: float) -> None:
+    """BEGIN IMMEDIATE, waited for: SQLite's busy handler covers a lock held by another writer,
+    but a process killed mid-write leaves a WAL whose recovery answers "locked" at once."""
+    while True:
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
+
+
+def _set_up(conn: sqlite3.Connection, path: str, deadline: float) -> None:
+    """WAL mode and the schema. Switching a new file to WAL takes an exclusive lock that SQLite
+    answers "database is locked" at once, without its busy handler, when another runner opens
+    the same new file at the same moment: that is retried until the busy timeout."""
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            _create_schema(conn, path)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)  # another process holds the lock for a moment: wait, as busy_timeout would
 
 
 def _create_schema(conn: sqlite3.Connection, path: str) -> None:
