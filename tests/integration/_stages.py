@@ -148,6 +148,11 @@ class MemoryHog(pp.Stage):
             block = bytearray(1 << 30)
             for i in range(0, len(block), 4096):
                 block[i] = 1
+            # Hold it, as a model holding its activations would: touching 1 GiB takes less than
+            # the memory watchdog's 50 ms sampling interval, so a freed block could go unseen.
+            # The watchdog ends the process long before this wait does.
+            threading.Event().wait(60)
+            del block
         return item
 
 
