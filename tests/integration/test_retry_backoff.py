@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import parapipe as pp
@@ -15,6 +16,6 @@ def test_retry_on_waits_longer_before_each_attempt(tmp_path: Path) -> None:
     with pp.Engine(stage) as engine:
         assert engine.run(log, timeout=60) == 3
     starts = [float(line) for line in Path(log).read_text().split()]
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(gaps) == 2
     assert gaps[0] >= 0.05 and gaps[1] >= 0.1, gaps  # worker.retry.backoff: 0.05 s, then 0.1 s
