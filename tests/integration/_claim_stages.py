@@ -16,9 +16,10 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 
 import parapipe as pp
+
+from ._work import spend
 
 
 def _first_time(item: str, what: str) -> bool:
@@ -31,7 +32,7 @@ def _first_time(item: str, what: str) -> bool:
 
 
 def work(item: str) -> str:
-    time.sleep(0.003)  # the work itself: slow enough that map sends items one at a time
+    spend(0.003)  # the work itself: slow enough that map sends items one at a time
     if item in os.environ.get("PARAPIPE_TEST_KILL_WORKER", "").split(",") and _first_time(item, "killed"):
         os.kill(os.getpid(), signal.SIGKILL)
     if item == os.environ.get("PARAPIPE_TEST_KILL_RUNNER") and _first_time(item, "runner"):

@@ -8,9 +8,10 @@ can import them.
 from __future__ import annotations
 
 import sys
-import time
 
 import parapipe as pp
+
+from ._work import spend
 
 BIG = 2 << 20
 
@@ -21,7 +22,7 @@ def big(n: int) -> bytes:
 
 
 def slow_square(x: int) -> int:
-    time.sleep(0.005)  # keeps items in flight when the test interrupts; not synchronisation
+    spend(0.005)  # keeps items in flight when the test interrupts
     return x * x
 
 

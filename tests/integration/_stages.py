@@ -12,6 +12,8 @@ import numpy as np
 
 import parapipe as pp
 
+from ._work import spend
+
 
 class Recorder(pp.Stage):
     """Reports which process handled an item and how often setup() ran there."""
@@ -255,7 +257,7 @@ def near_pipe_limit(n: int) -> bytes:
 
 def reverse_slowly(b: bytes) -> bytes:
     """Slow enough (3 ms) that the pool sends one item per message, never several packed."""
-    time.sleep(0.003)
+    spend(0.003)
     return b[::-1]
 
 

@@ -51,9 +51,7 @@ def test_oversubscribed_stages_share_all_cores_with_capped_threads():
 def test_opencv_imported_in_setup_gets_the_thread_budget_not_the_cores_it_sees():
     """Two stages asking for 2 cpus share cores 0-1 with 1 thread each: OpenCV would size its
     pool from the 2 cores it may run on."""
-    graph = pp.Parallel(
-        a=S.OpenCVThreads().options(name="a", cpus=2), b=S.OpenCVThreads().options(name="b", cpus=2)
-    )
+    graph = pp.Parallel(a=S.OpenCVThreads().options(name="a", cpus=2), b=S.OpenCVThreads().options(name="b", cpus=2))
     with pp.Engine(graph, cores=[0, 1]) as engine:
         assert engine.run(0, timeout=60) == {"a": 1, "b": 1}
     with pp.Engine(S.OpenCVThreads().options(cpus=2), cores=[0, 1]) as engine:

@@ -65,7 +65,11 @@ def test_runners_sharing_a_journal_execute_each_item_once_through_worker_and_run
     procs = [
         subprocess.Popen(
             _run(journal, items, out, "--replicas", "1"),
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for out in outs
     ]
