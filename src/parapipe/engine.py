@@ -29,10 +29,11 @@ from .itemkeys import ItemKeys
 from .journal import JobStore
 from .journaled import journaled_map
 from .mapper import MapWindow, Submit, chunk_size, window_size
+from .plantree import format_plan
 from .pools import PoolSet
 from .progress import NO_BAR, progress_bar
 from .recovery import Keys
-from .resources import format_plan, usable_cores
+from .resources import usable_cores
 from .scheduler import Job, compile_graph
 
 if TYPE_CHECKING:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from .config import parse_size
 from .errors import ConfigError
-from .resources import WorkerBudget, compact_ids
+from .plantree import compact_ids
+from .resources import WorkerBudget
 from .stage import Stage
 
 __all__ = ["GpuDevice", "GpuRequest", "GpuSlot", "as_devices", "attach", "discover", "format_devices", "plan_gpus"]

@@ -1,7 +1,8 @@
-"""The plan as a tree: the graph's Pipeline/Parallel shape with each stage's workers under it.
+"""The plan drawn for people: a table (`format_plan`, one row per worker) and a tree
+(`format_tree`, the graph's Pipeline/Parallel shape with each stage's workers under it).
 
-``engine.plan()`` is a table, one row per worker, which says where each worker runs but not how
-the stages connect; a user reading ``parapipe plan`` wants both. Plain text with box-drawing
+The table says where each worker runs but not how the stages connect; a user reading
+``parapipe plan`` wants both. Planning itself is `resources`; this module only draws. Plain text with box-drawing
 characters, so it reads the same in a terminal, a log and a bug report.
 """
 
@@ -10,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .resources import compact_ids
+from .resources import WorkerBudget
 
-__all__ = ["format_tree"]
+__all__ = ["compact_ids", "format_plan", "format_tree"]
 
 
 def format_tree(shape: Mapping[str, Any], workers: Iterable[Mapping[str, Any]]) -> str:
@@ -64,3 +65,51 @@ def _lines(children: list[_Tree], indent: str) -> list[str]:
         lines.append(f"{indent}{'└── ' if last else '├── '}{label}")
         lines += _lines(grandchildren, indent + ("    " if last else "│   "))
     return lines
+
+
+_COLUMNS = ("stage", "replica", "pid", "cores", "threads", "gpus")
+
+
+def format_plan(rows: Iterable[tuple[WorkerBudget, int | None]], pythons: Mapping[str, str] | None = None) -> str:
+    """A plain-text table of budgets (and pids once workers run), for ``engine.plan()`` and the CLI.
+
+    ``pid`` is None before the workers start, so a plan can be shown without starting anything.
+    ``pythons`` names the interpreter of stages that have their own (``python=``): a column
+    then says which runs where.
+    """
+    columns: tuple[str, ...] = _COLUMNS
+    cells = [_row(budget, pid) for budget, pid in rows]
+    if pythons:
+        columns = (*_COLUMNS, "python")
+        cells = [(*row, pythons.get(row[0], "-")) for row in cells]
+    cells = [columns, *cells]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    lines = [_line(row, widths) for row in cells]
+    lines.insert(1, _line(tuple("-" * w for w in widths), widths))
+    return "\n".join(lines)
+
+
+def _line(cells: tuple[str, ...], widths: list[int]) -> str:
+    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+
+def _row(budget: WorkerBudget, pid: int | None) -> tuple[str, ...]:
+    return (
+        budget.stage,
+        str(budget.replica),
+        "-" if pid is None else str(pid),
+        compact_ids(budget.cores),
+        str(budget.threads),
+        compact_ids(budget.gpus) + (f" ({budget.gpu_fraction:g})" if budget.gpu_fraction else ""),
+    )
+
+
+def compact_ids(ids: Iterable[int]) -> str:
+    """Write ids the way Linux cpu lists do (``0-3,6``), so long core lists stay readable."""
+    runs: list[list[int]] = []
+    for i in sorted(set(ids)):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "-"

@@ -13,7 +13,8 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from . import gpus
-from .resources import StageRequest, WorkerBudget, format_plan, plan_static
+from .plantree import format_plan
+from .resources import StageRequest, WorkerBudget, plan_static
 from .stage import Stage
 from .worker.pool import StagePool
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypeAlias
@@ -28,8 +28,6 @@ __all__ = [
     "LatencyTree",
     "StageRequest",
     "WorkerBudget",
-    "compact_ids",
-    "format_plan",
     "plan_latency",
     "plan_static",
     "plan_throughput",
@@ -65,8 +63,7 @@ class StageRequest:
             raise ConfigError(f"stage {self.name!r}: cpus must be >= 1, got {self.cpus}")
         if self.gpus and len(self.gpus) != self.replicas:
             raise ConfigError(
-                f"stage {self.name!r}: gpus lists {len(self.gpus)} replicas "
-                f"but the stage has {self.replicas}"
+                f"stage {self.name!r}: gpus lists {len(self.gpus)} replicas but the stage has {self.replicas}"
             )
 
 
@@ -283,16 +280,12 @@ def _rate(cost: float, shape: tuple[int, int]) -> float:
 
 # --------------------------------------------------------------------------- latency plan
 
-LatencyTree: TypeAlias = (
-    tuple[Literal["stage"], str] | tuple[Literal["seq", "par"], Sequence["LatencyTree"]]
-)
+LatencyTree: TypeAlias = tuple[Literal["stage"], str] | tuple[Literal["seq", "par"], Sequence["LatencyTree"]]
 """How one item flows: ``("stage", name)``, ``("seq", [trees])`` one after another, or
 ``("par", [trees])`` all at once."""
 
 
-def plan_latency(
-    tree: LatencyTree, costs: Mapping[str, float], ncores: int
-) -> dict[str, tuple[int, int]]:
+def plan_latency(tree: LatencyTree, costs: Mapping[str, float], ncores: int) -> dict[str, tuple[int, int]]:
     """``{stage: (1, threads)}`` that minimises the latency of a single item.
 
     One replica each, since one item never uses two. Children of a ``seq`` never run at the
@@ -376,50 +369,3 @@ def _split(cores: int, weights: list[float]) -> list[int]:
 
 
 # --------------------------------------------------------------------------- rendering
-
-_COLUMNS = ("stage", "replica", "pid", "cores", "threads", "gpus")
-
-
-def format_plan(rows: Iterable[tuple[WorkerBudget, int | None]], pythons: Mapping[str, str] | None = None) -> str:
-    """A plain-text table of budgets (and pids once workers run), for ``engine.plan()`` and the CLI.
-
-    ``pid`` is None before the workers start, so a plan can be shown without starting anything.
-    ``pythons`` names the interpreter of stages that have their own (``python=``): a column
-    then says which runs where.
-    """
-    columns: tuple[str, ...] = _COLUMNS
-    cells = [_row(budget, pid) for budget, pid in rows]
-    if pythons:
-        columns = (*_COLUMNS, "python")
-        cells = [(*row, pythons.get(row[0], "-")) for row in cells]
-    cells = [columns, *cells]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    lines = [_line(row, widths) for row in cells]
-    lines.insert(1, _line(tuple("-" * w for w in widths), widths))
-    return "\n".join(lines)
-
-
-def _line(cells: tuple[str, ...], widths: list[int]) -> str:
-    return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-
-def _row(budget: WorkerBudget, pid: int | None) -> tuple[str, ...]:
-    return (
-        budget.stage,
-        str(budget.replica),
-        "-" if pid is None else str(pid),
-        compact_ids(budget.cores),
-        str(budget.threads),
-        compact_ids(budget.gpus) + (f" ({budget.gpu_fraction:g})" if budget.gpu_fraction else ""),
-    )
-
-
-def compact_ids(ids: Iterable[int]) -> str:
-    """Write ids the way Linux cpu lists do (``0-3,6``), so long core lists stay readable."""
-    runs: list[list[int]] = []
-    for i in sorted(set(ids)):
-        if runs and i == runs[-1][1] + 1:
-            runs[-1][1] = i
-        else:
-            runs.append([i, i])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs) or "-"

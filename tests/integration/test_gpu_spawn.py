@@ -31,7 +31,7 @@ def test_cuda_initialised_in_the_parent_does_not_break_workers():
 
 def test_a_killed_worker_frees_its_gpu_memory():
     """The driver releases a dead process's memory once the process is reaped,
-    and no event of ours marks it."""
+    which is the event the test waits for."""
     torch.zeros(1, device="cuda")
     with pp.Engine(G.HoldGpu(2048).options(gpus=1)) as engine:
         victim = engine.run(0, timeout=120)["pid"]

@@ -13,8 +13,8 @@ import parapipe as pp
 from parapipe import gpus, nvml
 from parapipe.errors import ConfigError
 from parapipe.gpus import GpuDevice, GpuRequest, GpuSlot, as_devices, attach, plan_gpus
-from parapipe.plantree import format_tree
-from parapipe.resources import WorkerBudget, format_plan
+from parapipe.plantree import format_plan, format_tree
+from parapipe.resources import WorkerBudget
 from parapipe.worker.spawn import gpu_env
 
 GiB = 2**30

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import parapipe as pp
-from parapipe.plantree import format_tree
-from parapipe.resources import WorkerBudget, format_plan
+from parapipe.plantree import format_plan, format_tree
+from parapipe.resources import WorkerBudget
 from parapipe.stage import parse_rate
 from parapipe.worker.dispatch import Dispatcher, Task
 from parapipe.worker.ratelimit import RateLimit

@@ -8,11 +8,10 @@ from pathlib import Path
 import pytest
 
 from parapipe.errors import ConfigError
+from parapipe.plantree import compact_ids, format_plan
 from parapipe.resources import (
     StageRequest,
     WorkerBudget,
-    compact_ids,
-    format_plan,
     plan_latency,
     plan_static,
     plan_throughput,
@@ -82,9 +81,7 @@ def test_env_cap_limits_further(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 @pytest.mark.usefixtures("eight_cores")
 @pytest.mark.parametrize("bad", ["0", "-2", "two", "1.5"])
-def test_bad_env_cap_is_a_config_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str
-) -> None:
+def test_bad_env_cap_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, bad: str) -> None:
     monkeypatch.setenv("PARAPIPE_MAX_CPUS", bad)
     with pytest.raises(ConfigError, match="PARAPIPE_MAX_CPUS"):
         usable_cores(cgroup_root=tmp_path)
@@ -244,9 +241,7 @@ def test_throughput_free_stages_get_one_worker() -> None:
         ({"a": 1.0}, 2, {"a": 0}),
     ],
 )
-def test_throughput_bad_input(
-    costs: dict[str, float], ncores: int, caps: dict[str, int] | None
-) -> None:
+def test_throughput_bad_input(costs: dict[str, float], ncores: int, caps: dict[str, int] | None) -> None:
     with pytest.raises(ConfigError):
         plan_throughput(costs, ncores, max_replicas=caps)
 

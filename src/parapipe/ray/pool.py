@@ -32,7 +32,8 @@ import ray.exceptions
 from .. import transport
 from ..config import DEFAULT_RETRIES
 from ..errors import StageError, WorkerDied
-from ..resources import WorkerBudget, compact_ids
+from ..plantree import compact_ids
+from ..resources import WorkerBudget
 from ..worker import protocol
 from ..worker.child import WorkerBoot
 from ..worker.dispatch import Task
