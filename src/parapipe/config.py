@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 import re
 
 from .errors import ConfigError
@@ -15,9 +17,20 @@ DEFAULT_STARTUP_TIMEOUT = 600.0
 """Seconds every worker has to import and run setup(); large models on slow disks need minutes."""
 
 _UNITS = {
-    "": 1, "b": 1,
-    "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9, "t": 10**12, "tb": 10**12,
-    "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
+    "": 1,
+    "b": 1,
+    "k": 10**3,
+    "kb": 10**3,
+    "m": 10**6,
+    "mb": 10**6,
+    "g": 10**9,
+    "gb": 10**9,
+    "t": 10**12,
+    "tb": 10**12,
+    "kib": 2**10,
+    "mib": 2**20,
+    "gib": 2**30,
+    "tib": 2**40,
 }
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
@@ -31,3 +44,17 @@ def parse_size(value: int | float | str | None, option: str = "size") -> int | N
     if match is None or unit not in _UNITS:
         raise ConfigError(f"{option}: cannot read {value!r} as a size; write e.g. '2GiB', '500MB' or a number of bytes")
     return int(float(match.group(1)) * _UNITS[unit])
+
+
+_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
+_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
+
+
+def parse_rate(value: float | str) -> float:
+    """Items per second from ``rate_limit``: a number (per second) or ``"N/s"``, ``"N/min"``, ``"N/h"``."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and 0 < value < math.inf:
+        return float(value)
+    match = _RATE.match(value) if isinstance(value, str) else None
+    if match is None or float(match[1]) <= 0:
+        raise ConfigError(f"rate_limit must be a number per second or a string like '20/s', got {value!r}")
+    return float(match[1]) / _PER[match[2]]

@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
 
-from .config import parse_size
+from .config import parse_rate, parse_size
 from .errors import ConfigError
 
 __all__ = ["Stage", "load_stage", "same_stage", "stage"]
@@ -113,25 +113,12 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     ),
 }
 
-_RATE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*$")
-_PER = {"s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0, "h": 3600.0, "hour": 3600.0}
-
 
 def _is_rate(value: Any) -> bool:
     try:
         return parse_rate(value) > 0
     except ConfigError:
         return False
-
-
-def parse_rate(value: float | str) -> float:
-    """Items per second from ``rate_limit``: a number (per second) or ``"N/s"``, ``"N/min"``, ``"N/h"``."""
-    if not isinstance(value, str) and _is_number(value) and 0 < value < math.inf:
-        return float(value)
-    match = _RATE.match(value) if isinstance(value, str) else None
-    if match is None or float(match[1]) <= 0:
-        raise ConfigError(f"rate_limit must be a number per second or a string like '20/s', got {value!r}")
-    return float(match[1]) / _PER[match[2]]
 
 
 def _gpu_ids(gpus: GpuSpec, replica: int, who: str) -> tuple[int, ...]:

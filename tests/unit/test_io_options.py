@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import parapipe as pp
+from parapipe.config import parse_rate
 from parapipe.plantree import format_plan, format_tree
 from parapipe.resources import WorkerBudget
-from parapipe.stage import parse_rate
 from parapipe.worker.dispatch import Dispatcher, Task
 from parapipe.worker.ratelimit import RateLimit
 

@@ -9,7 +9,8 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..batching import BatchQueue
-from ..stage import Stage, parse_rate
+from ..config import parse_rate
+from ..stage import Stage
 from .dispatch import MAX_MSGS, Dispatcher, Task
 from .interp import InterpreterContext, probe, resolve_python
 from .ratelimit import RateLimit
