@@ -5,26 +5,9 @@ Real segments in /dev/shm; the worker's side (what it maps and reports) is playe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import pytest
-
 from parapipe.transport import SegmentArena, SegmentLedger, encode_with_names, release
 
-from ._shm import big_array, no_leaked_segments, ours
-
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    with no_leaked_segments():
-        yield
-
-
-@pytest.fixture
-def arena() -> Iterator[SegmentArena]:
-    arena = SegmentArena()
-    yield arena
-    arena.close()
+from ._shm import big_array, ours
 
 
 def _message(arena: SegmentArena, seed: int) -> list[str]:

@@ -12,7 +12,6 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
-from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -33,19 +32,7 @@ from parapipe.transport import (
     wire,
 )
 
-from ._shm import MIB, big_array, checksum, no_leaked_segments, ours, roundtrip
-
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    with no_leaked_segments():
-        yield
-
-
-@pytest.fixture
-def arena() -> SegmentArena:
-    return SegmentArena()
-
+from ._shm import MIB, big_array, checksum, ours, roundtrip
 
 # --- round trips -----------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
-from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -30,19 +29,7 @@ from parapipe.transport import (
     sweep_dead,
 )
 
-from ._shm import MIB, big_array, checksum, no_leaked_segments, ours
-
-
-@pytest.fixture(autouse=True)
-def _no_leaks() -> Iterator[None]:
-    with no_leaked_segments():
-        yield
-
-
-@pytest.fixture
-def arena() -> SegmentArena:
-    return SegmentArena()
-
+from ._shm import MIB, big_array, checksum, ours
 
 # --- reuse and spares -------------------------------------------------------------------
 
