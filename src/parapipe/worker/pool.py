@@ -182,8 +182,7 @@ class StagePool:
         with self._lock:  # one lock round per submit: queue and assign together
             failure = self._failed
             if failure is None:
-                self._dispatch.put(task)
-                sends = [] if later else self._assign()
+                sends = self._assign() if self._dispatch.put(task) and not later else []
         if failure is not None:
             self._settle([(task, False, StageFailed(self.name, failure))])
             return
