@@ -136,9 +136,9 @@ def test_asyncio_awaits_a_job_finished_by_another_thread() -> None:
     job = Job(0)
 
     async def main() -> Any:
-        loop = asyncio.get_running_loop()
-        threading.Thread(target=lambda: loop.call_soon_threadsafe(lambda: in_thread(lambda: job.finish(True, 7)))).start()
-        return await asyncio.wrap_future(job)
+        wrapped = asyncio.wrap_future(job)  # its done-callback is registered before the outcome
+        in_thread(lambda: job.finish(True, 7))
+        return await wrapped
 
     assert asyncio.run(main()) == 7
 
