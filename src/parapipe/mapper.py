@@ -125,11 +125,11 @@ class MapWindow:
             while True:
                 # Until a result's size is known, one unit of one item goes first and alone.
                 while not exhausted and len(units) < self._window and (self._item_bytes is not None or not units):
-                    batch = list(itertools.islice(items, min(self._chunk_size(), self._fitting())))
+                    batch = Chunk(itertools.islice(items, min(self._chunk_size(), self._fitting())))
                     if not batch:
                         exhausted = True
                         break
-                    future = self._submit(batch[0] if len(batch) == 1 else Chunk(batch), first)
+                    future = self._submit(batch[0] if len(batch) == 1 else batch, first)
                     if not self._ordered:
                         future.add_done_callback(_signal(done, next_unit))
                     units[next_unit] = _Unit(first, len(batch), future)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any
 
 from .errors import ItemError, ResultLost, StageError, TransportError
@@ -26,6 +27,9 @@ from .worker.protocol import ChunkResult, ExcInfo
 Done = Callable[[bool, Any], None]
 
 
+_DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
+
+
 class Job(Future[Any]):
     """One submitted item: the future its caller holds, its identity, and whether it already
     has an outcome.
@@ -35,6 +39,14 @@ class Job(Future[Any]):
     a job once it ended (tasks are dropped when answered, ``on_end`` is the engine's), so a
     finished job and its result are freed by reference counting alone, not left for the cycle
     collector: a ``map`` over millions of items keeps only its window alive.
+
+    Its ``_condition`` is built on first use, around a plain lock: a `Future` builds a
+    `threading.Condition` (Python code, and an RLock) per instance, and takes it at every
+    step, ~2 µs a submission that only a caller who blocks needs. The outcome, ``done()``,
+    an early ``result()`` and ``add_done_callback`` use the lock alone; blocking, and
+    `concurrent.futures.wait`/`as_completed` (which take ``_condition`` and append to
+    ``_waiters``), build the condition, and the outcome notifies it when it exists. The
+    lock is not reentrant: nothing here calls back into the future while holding it.
     """
 
     def __init__(
@@ -44,13 +56,30 @@ class Job(Future[Any]):
         on_retry: Callable[[], None] | None = None,
         on_end: Callable[[Job], None] | None = None,
     ) -> None:
-        super().__init__()
+        # Not Future.__init__: it builds the condition this class builds only when needed.
+        self._lock = threading.Lock()
+        self._cond: threading.Condition | None = None
+        self._state = PENDING
+        self._result: Any = None
+        self._exception: BaseException | None = None
+        self._waiters: list[Any] = []
+        self._done_callbacks: list[Callable[[Future[Any]], object]] = []
         self.index = index
         self.key = key
         self.finished = False
         self.on_retry = on_retry
         """Called before each retry of this item in any stage (the journal counts attempts)."""
         self._on_end = on_end
+
+    @property
+    def _condition(self) -> threading.Condition:  # type: ignore[override]  # built on first use
+        cond = self._cond
+        if cond is None:
+            with _BUILD:  # two first waiters must share one condition, or one is never woken
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition(self._lock)
+        return cond
 
     def finish(self, ok: bool, value: Any) -> None:
         if self.finished:
@@ -62,14 +91,59 @@ class Job(Future[Any]):
             except TransportError as exc:  # its segment is gone: this item's error, not a hang
                 ok, value = False, ResultLost(message=str(exc), index=self.index, key=self.key)
                 value.__cause__ = exc
-        try:  # one lock round instead of set_running_or_notify_cancel() then set_result()
-            if ok:
-                self.set_result(value)
-            else:
-                self.set_exception(value)
-        except InvalidStateError:  # cancelled meanwhile: the canceller ended the job
-            return
-        self._ended()
+        if self._settle(value, None) if ok else self._settle(None, value):
+            self._ended()
+        # else cancelled meanwhile: the canceller ended the job
+
+    def set_result(self, result: Any) -> None:
+        if not self._settle(result, None):
+            raise InvalidStateError(f"{self._state}: {self!r}")
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._settle(None, exception):
+            raise InvalidStateError(f"{self._state}: {self!r}")
+
+    def _settle(self, result: Any, exception: BaseException | None) -> bool:
+        """Set the outcome (False: it already had one); one lock round, no running state."""
+        with self._lock:
+            if self._state in _DONE:
+                return False
+            self._result = result
+            self._exception = exception
+            self._state = FINISHED
+            for waiter in self._waiters:
+                if exception is None:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            if self._cond is not None:
+                self._cond.notify_all()
+        if self._done_callbacks:
+            self._invoke_callbacks()  # type: ignore[attr-defined]  # Future's, untyped in typeshed
+        return True
+
+    def done(self) -> bool:
+        return self._state in _DONE
+
+    def cancelled(self) -> bool:
+        return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
+
+    def result(self, timeout: float | None = None) -> Any:
+        if self._state == FINISHED and self._exception is None:
+            return self._result
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == FINISHED:
+            return self._exception
+        return super().exception(timeout)
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        with self._lock:
+            if self._state not in _DONE:
+                self._done_callbacks.append(fn)
+                return
+        super().add_done_callback(fn)  # done: Future's calls it now, and logs what it raises
 
     def cancel(self) -> bool:
         """Cancel the item: its tasks still queued in any stage are dropped, not run."""
@@ -84,6 +158,10 @@ class Job(Future[Any]):
     def _ended(self) -> None:
         if self._on_end is not None:
             self._on_end(self)
+
+
+_BUILD = threading.Lock()
+"""Guards the first build of any job's condition (rare: only a caller that blocks builds one)."""
 
 
 class _StageNode:

@@ -142,3 +142,19 @@ def test_take_all_empties_both_queues(clock: FakeClock) -> None:
     d.assign([])  # moves "new" into the batch queue
     assert sorted(t.item for t in d.take_all()) == ["new", "retried"]
     assert len(d) == 0
+
+
+def test_a_put_behind_waiting_tasks_asks_for_no_assign_and_the_next_one_sends_them_all(clock: FakeClock) -> None:
+    d = Dispatcher(clock=clock)
+    full = FakeReplica("a", msgs=2, held=2)
+    assert d.put(task(0))  # the queue was empty: the pool assigns (and finds no room)
+    assert d.assign([full]) == []
+    assert not d.put(task(1)) and not d.put(task(2))  # nothing changed since: no scan
+    full.msgs = full.held = 0  # a result arrived: the pool pumps
+    assert [items(a) for a in d.assign([full])] == [[0], [1]]
+    assert [items(a) for a in d.assign([FakeReplica("b")])] == [[2]]
+
+
+def test_a_batched_stage_assigns_on_every_put(clock: FakeClock) -> None:
+    d = Dispatcher(clock=clock, batcher=BatchQueue[Task](4, 0.01))
+    assert d.put(task(0)) and d.put(task(1))

@@ -160,8 +160,15 @@ class Dispatcher:
     def __len__(self) -> int:
         return len(self.pending) + (len(self.batcher) if self.batcher is not None else 0)
 
-    def put(self, task: Task) -> None:
+    def put(self, task: Task) -> bool:
+        """Queue a task; False when `assign` could send nothing more than it did last time.
+
+        Tasks were already waiting, so the last `assign` stopped for want of a replica, a rate
+        token or an idle replica for a retry, and each of those comes with a pump of its own
+        (a result, a worker ready, a timer): a burst of submits then costs an append each, not
+        a scan of the replicas. A batched stage's queue is fed here, so it always assigns."""
         self.pending.append(task)
+        return len(self.pending) == 1 or self.batcher is not None
 
     def requeue(self, tasks: Sequence[Task]) -> None:
         """Tasks to try again go first, in their order."""

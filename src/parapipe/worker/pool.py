@@ -182,8 +182,7 @@ class StagePool:
         with self._lock:  # one lock round per submit: queue and assign together
             failure = self._failed
             if failure is None:
-                self._dispatch.put(task)
-                sends = [] if later else self._assign()
+                sends = self._assign() if self._dispatch.put(task) and not later else []
         if failure is not None:
             self._settle([(task, False, StageFailed(self.name, failure))])
             return
@@ -213,6 +212,9 @@ class StagePool:
 
     def _send(self, r: Replica, tids: list[int], tasks: list[Task], kind: int) -> None:
         data, names, bad = self._encoder.encode(kind, [(tid, task.item) for tid, task in zip(tids, tasks, strict=True)])
+        if not bad and not names:  # the common message: nothing to record, no second lock round
+            r.send(data, tids[0])
+            return
         dropped: list[Outcome] = []
         with self._lock:
             for tid, exc in bad:
@@ -265,6 +267,7 @@ class StagePool:
                 else:
                     failed.append((task, value))
             self._dispatch.cost = stats.service_ewma
+            waiting = len(self._dispatch) > 0  # what is queued later, its submitter assigns
         if free:
             self._arena.recycle(free)
         settle: list[Outcome] = []
@@ -276,7 +279,8 @@ class StagePool:
             else:
                 error = info if isinstance(info, TaskTimeout) else StageError.from_exc_info(self.name, info)
                 settle.append((task, False, error))
-        self.pump()  # refill the worker before waking anyone: it works while we deliver
+        if waiting:
+            self.pump()  # refill the worker before waking anyone: it works while we deliver
         with deferred_pumps():
             for task, _, value in final:  # counted above
                 self._deliver(task, True, value)
