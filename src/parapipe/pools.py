@@ -16,6 +16,7 @@ from . import gpus
 from .plantree import format_plan
 from .resources import StageRequest, WorkerBudget, plan_static
 from .stage import Stage
+from .worker.host import LocalHost, ReplicaHost
 from .worker.pool import StagePool
 
 __all__ = ["PoolSet"]
@@ -108,10 +109,14 @@ class PoolSet(Mapping[str, StagePool]):
 
     def _start(self, stage: Stage, budgets: list[WorkerBudget]) -> StagePool:
         """Start a stage's workers (without waiting for their ``setup()``) and register the pool."""
-        pool = StagePool(stage, budgets, mp_context=self._ctx, retries=self._retries)
+        pool = StagePool(stage, budgets, self.host_for(stage), retries=self._retries)
         self._pools[stage.stage_name] = pool
         pool.start()
         return pool
+
+    def host_for(self, stage: Stage) -> ReplicaHost[Any]:
+        """Where a stage's replicas run: processes of this machine (the Ray backend: actors)."""
+        return LocalHost(stage, self._ctx)
 
     # -- what they report --------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ where its replicas run. Stages are module level so workers and actors can import
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -163,6 +164,22 @@ def test_timeout_kills_and_restarts_the_replica(backend):
         restarts = e.stats()["Hang"]["restarts"]
     assert out[0] == "a" and out[2] == "b" and restarts == 1
     assert isinstance(out[1], pp.TaskTimeout) and out[1].index == 1
+
+
+def test_max_items_per_worker_retires_the_replica_without_failing_items(backend):
+    with engine(S.Retiring(), backend) as e:
+        pids = [e.run(i, timeout=TIMEOUT) for i in range(9)]
+        assert e.stats()["Retiring"]["failed"] == 0
+    assert len(set(pids)) == 3 and all(pids.count(p) == 3 for p in set(pids))
+
+
+def test_passing_max_memory_fails_the_item_alone_and_says_so(backend, caplog):
+    with caplog.at_level(logging.WARNING, logger="parapipe"), engine(S.MemoryHog(), backend) as e:
+        out = list(e.map(["a", "hog", "b"], return_exceptions=True))
+    assert out[0] == "a" and out[2] == "b"
+    assert isinstance(out[1], pp.WorkerDied) and "max_memory" in str(out[1]) and out[1].attempts == 1
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name == "parapipe")
+    assert "passed max_memory (0.39 GiB)" in text
 
 
 def test_batches_are_formed_in_the_driver(backend):

@@ -6,7 +6,10 @@ the ``env_vars`` of its runtime env, before any import), the actor pins itself t
 node that no other parapipe actor holds, and only then is the stage unpickled and ``setup()``
 run. Items are handled by the same functions as locally (`worker.execute`), so user errors come
 back as the same data; large arrays in arguments and results travel through Ray's object store,
-not parapipe's shared memory.
+not parapipe's shared memory. ``max_items_per_worker`` and ``max_memory`` apply as locally: the
+actor retires between messages (`child.should_retire`), and a memory watch ends its process
+when an item passes ``max_memory``, leaving its exit code where the driver reads it
+(`take_exit_code`): Ray itself reports no exit codes.
 """
 
 from __future__ import annotations
@@ -17,17 +20,22 @@ import json
 import logging
 import os
 import tempfile
+import threading
 from typing import Any
 
 import psutil
 
 from ..worker import protocol
-from ..worker.child import WorkerBoot, _build, _describe
+from ..worker.child import WorkerBoot, build, describe, rss_bytes, should_retire
 from ..worker.execute import run_batch, run_one
 
-__all__ = ["ReplicaActor", "claim_cores"]
+__all__ = ["ReplicaActor", "claim_cores", "take_exit_code"]
 
 log = logging.getLogger("parapipe")
+
+_EXIT_KEY = "parapipe-exit-{}"
+"""Ray's key-value store key of an actor's exit code, by actor id (cluster-wide, unlike a file)."""
+_MEMORY_SAMPLE_SECONDS = 0.05
 
 _CLAIMS = os.path.join(tempfile.gettempdir(), "parapipe-ray-cores.json")
 """One file per host: which cores each live parapipe actor process holds (pid -> cores)."""
@@ -55,13 +63,18 @@ class ReplicaActor:
         gpus = tuple(int(g) for g in ray.get_gpu_ids())  # Ray chose them and set CUDA_VISIBLE_DEVICES
         self._boot = WorkerBoot(
             stage=boot.stage, replica=boot.replica, threads=boot.threads, cores=claim_cores(boot.threads),
-            stage_bytes=boot.stage_bytes, env=boot.env, gpus=gpus, log_level=boot.log_level,
+            stage_bytes=boot.stage_bytes, env=boot.env, gpus=gpus, gpu_fraction=boot.gpu_fraction,
+            log_level=boot.log_level, max_memory=boot.max_memory, max_items=boot.max_items,
         )  # fmt: skip
+        self._served = 0
+        self._retired = False
         try:
-            self._stage = _build(self._boot)
+            self._stage = build(self._boot)
         except BaseException as exc:  # reported by describe(), as a local worker's FAILED message
             self._failure = protocol.ExcInfo.capture(exc)
         self._retry_on = tuple(self._stage.retry_on) if self._stage is not None else ()
+        if self._stage is not None and boot.max_memory is not None:
+            _watch_memory(boot.max_memory, ray.get_runtime_context().get_actor_id() or "")
 
     def describe(self) -> tuple[bool, Any]:
         """(True, where and how this replica runs) or (False, why setup() failed)."""
@@ -69,21 +82,62 @@ class ReplicaActor:
             return False, self._failure
         import ray
 
-        info = _describe(self._boot)
+        info = describe(self._boot)
         ctx = ray.get_runtime_context()
         info.update(node=ctx.get_node_id(), actor=ctx.get_actor_id(), ip=ray.util.get_node_ip_address())
         return True, info
 
-    def run(self, kind: int, payload: list[tuple[int, Any]]) -> list[protocol.Result]:
+    def run(self, kind: int, payload: list[tuple[int, Any]]) -> tuple[list[protocol.Result], int | None]:
+        """The message's results, and `protocol.RECYCLE_EXIT` when this actor retires after it
+        (``teardown()`` has run: later calls run nothing, and the driver replaces the actor)."""
+        if self._retired:
+            return [], protocol.RECYCLE_EXIT
         if kind == protocol.BATCH:
-            return run_batch(self._stage, payload, self._retry_on, _as_is)
-        return [run_one(self._stage, tid, item, self._retry_on, _as_is) for tid, item in payload]
+            rows = run_batch(self._stage, payload, self._retry_on, _as_is)
+        else:
+            rows = [run_one(self._stage, tid, item, self._retry_on, _as_is) for tid, item in payload]
+        self._served += len(rows)
+        if not should_retire(self._boot, self._served):
+            return rows, None
+        self._retired = True
+        self.stop()
+        return rows, protocol.RECYCLE_EXIT
 
     def stop(self) -> None:
         """Run teardown() before the pool kills the actor (as a local worker does on STOP)."""
-        if self._stage is not None:
+        stage, self._stage = self._stage, None  # once: after retiring, again at close
+        if stage is not None:
             with contextlib.suppress(Exception):
-                self._stage.teardown()
+                stage.teardown()
+
+
+def _watch_memory(limit: int, actor_id: str) -> None:
+    """As a local worker's watch (`child`), but the exit code is left in Ray's key-value store
+    first: the driver learns only "actor died" from Ray."""
+    from ray.experimental import internal_kv
+
+    def watch() -> None:
+        idle = threading.Event()
+        while not idle.wait(_MEMORY_SAMPLE_SECONDS):
+            if rss_bytes() > limit:
+                internal_kv._internal_kv_put(_EXIT_KEY.format(actor_id), str(protocol.MEMORY_EXIT).encode())
+                os._exit(protocol.MEMORY_EXIT)
+
+    threading.Thread(target=watch, name="parapipe-memory-watch", daemon=True).start()
+
+
+def take_exit_code(actor_id: str | None) -> int | None:
+    """The exit code a dead actor left (`_watch_memory`), once; None when it left none."""
+    if actor_id is None:
+        return None
+    from ray.experimental import internal_kv
+
+    key = _EXIT_KEY.format(actor_id)
+    code = internal_kv._internal_kv_get(key)
+    if code is None:
+        return None
+    internal_kv._internal_kv_del(key)
+    return int(code)
 
 
 def claim_cores(threads: int) -> tuple[int, ...]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import ray
 
 from ..errors import ConfigError
+from ..plantree import compact_ids
 from ..pools import PoolSet
-from ..resources import WorkerBudget
 from ..stage import Stage
-from .pool import RayStagePool, format_workers
+from .env import actor_gpus
+from .host import RayHost
 
 __all__ = ["RayConnection", "RayPoolSet", "connect"]
 
@@ -78,14 +80,15 @@ def connect(address: str | None) -> RayConnection:
 
 
 class RayPoolSet(PoolSet):
-    """The engine's pools, each a `RayStagePool`; the plan says on which node each actor runs."""
+    """The engine's pools, each running its replicas on a `RayHost`; the plan says on which
+    node each actor runs."""
 
     def start(self) -> None:
         """As locally, but first check that the cluster has the CPUs (and GPUs) the stages ask
         for: Ray would leave an actor it cannot place pending, and the engine would wait for
         it until ``startup_timeout``."""
         need_cpus = sum(1 if s.cpus == "auto" else int(s.cpus) * s.replicas for s in self._stages)
-        need_gpus = sum(len(s.gpus_for(i)) for s in self._stages for i in range(s.replicas))
+        need_gpus = sum(actor_gpus(s, i) for s in self._stages for i in range(s.replicas))
         have = ray.cluster_resources()
         if need_cpus > have.get("CPU", 0) or need_gpus > have.get("GPU", 0):
             raise ConfigError(
@@ -95,11 +98,25 @@ class RayPoolSet(PoolSet):
             )
         super().start()
 
-    def _start(self, stage: Stage, budgets: list[WorkerBudget]) -> RayStagePool:
-        pool = RayStagePool(stage, budgets, mp_context=self._ctx, retries=self._retries)
-        self._pools[stage.stage_name] = pool
-        pool.start()
-        return pool
+    def host_for(self, stage: Stage) -> RayHost:
+        return RayHost(stage)
 
     def plan(self) -> str:
         return format_workers(self.workers())
+
+
+_PLAN_COLUMNS = ("stage", "replica", "node", "actor", "pid", "cores", "threads", "gpus")
+
+
+def format_workers(rows: list[dict[str, Any]]) -> str:
+    """The plan of a Ray engine: where each actor landed, and the cores it pinned itself to."""
+    cells = [_PLAN_COLUMNS] + [
+        (str(w["stage"]), str(w["replica"]), (w["node"] or "-")[:12], (w["actor"] or "-")[:12],
+         "-" if w["pid"] is None else str(w["pid"]), compact_ids(w["cores"]) or "-", str(w["threads"]),
+         str(len(w["gpus"])) if w["gpus"] else "")
+        for w in rows
+    ]  # fmt: skip
+    widths = [max(len(c[i]) for c in cells) for i in range(len(_PLAN_COLUMNS))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

@@ -1,9 +1,13 @@
-"""The runtime env of a stage's actors: the stage's own, plus parapipe's thread caps."""
+"""How a stage's actors are created: their resources, and their runtime env (the stage's own,
+plus parapipe's thread caps)."""
 
 from __future__ import annotations
 
 import os
 from typing import Any
+
+from ..resources import WorkerBudget
+from ..stage import Stage
 
 
 def actor_runtime_env(
@@ -21,3 +25,23 @@ def actor_runtime_env(
         env.setdefault("py_executable", path)
     env["env_vars"] = {**caps, **(env.get("env_vars") or {})}
     return env
+
+
+def actor_gpus(stage: Stage, replica: int) -> float:
+    """The GPUs one replica asks Ray for: a share of one device (``gpus=0.25``: four actors
+    share it), a whole number of devices, or as many as its ``gpus`` list names."""
+    if isinstance(stage.gpus, (int, float)) and not isinstance(stage.gpus, bool):
+        return float(stage.gpus)
+    return float(len(stage.gpus_for(replica)))
+
+
+def actor_options(stage: Stage, budget: WorkerBudget, caps: dict[str, str]) -> dict[str, Any]:
+    """The ``.options()`` of a replica's actor. Ray restarts a dead actor (``max_restarts=-1``)
+    but never re-runs its calls (``max_task_retries=0``): parapipe's own rule retries items."""
+    return {
+        "num_cpus": budget.threads,
+        "num_gpus": actor_gpus(stage, budget.replica),
+        "max_restarts": -1,
+        "max_task_retries": 0,
+        "runtime_env": actor_runtime_env(stage.runtime_env, caps, stage.python),
+    }

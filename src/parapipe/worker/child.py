@@ -57,7 +57,7 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
     except BaseException as exc:
         send(protocol.dumps((protocol.FAILED, protocol.ExcInfo.capture(exc))))
         return
-    send(protocol.dumps((protocol.READY, _describe(boot))))
+    send(protocol.dumps((protocol.READY, describe(boot))))
     if boot.max_memory is not None:
         _watch_memory(boot.max_memory)
     retired = _serve(conn, send, stage, boot, runner)
@@ -70,7 +70,7 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
         sys.exit(protocol.RECYCLE_EXIT)
 
 
-def _build(boot: WorkerBoot) -> Any:
+def build(boot: WorkerBoot) -> Any:
     """The stage, set up (the Ray actor's entry: it serves one message at a time)."""
     return _build_served(boot)[0]
 
@@ -134,7 +134,7 @@ def _serve(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, runner
         if runner is not None:
             encode = functools.partial(transport.encode, arena=arena, threshold=protocol.PIPE_MESSAGE_LIMIT)
             pack = functools.partial(transport.pack, arena=arena, threshold=protocol.PIPE_MESSAGE_LIMIT)
-            retire = functools.partial(_should_retire, boot)
+            retire = functools.partial(should_retire, boot)
             return bool(runner.serve(conn, send, retire, encode, pack))
         return _serve_with(conn, send, stage, boot, arena)
     finally:
@@ -165,11 +165,11 @@ def _serve_with(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, a
         del msg  # its arrays unmap now, unless the stage kept them: the parent may reuse those
         send(protocol.dump_results(results, encode, transport.drain_unmapped()))
         served += len(results)
-        if _should_retire(boot, served):
+        if should_retire(boot, served):
             return True
 
 
-def _should_retire(boot: WorkerBoot, served: int) -> bool:
+def should_retire(boot: WorkerBoot, served: int) -> bool:
     """Retire between items when near the memory limit, so the next item does not cross it."""
     if boot.max_items is not None and served >= boot.max_items:
         return True
@@ -251,7 +251,7 @@ def _limit_thread_pools(threads: int) -> None:
         cv2.setNumThreads(threads)
 
 
-def _describe(boot: WorkerBoot) -> dict[str, Any]:
+def describe(boot: WorkerBoot) -> dict[str, Any]:
     from threadpoolctl import threadpool_info
 
     return {

@@ -16,9 +16,11 @@ Data flow (one StagePool per stage, N replicas)::
                       (so a poison item is blamed narrowly) or fail them with WorkerDied
 
 The pool is the facade and the lock; the policies are collaborators that know nothing of it:
-`dispatch.Dispatcher` (what to send where), `replica.Replica` (one process and its ledger),
-`retry` (blame and the one retry decision). Every replica's ledger and the dispatcher's queues
-are guarded by ``StagePool._lock``, which is never held while user callbacks run.
+`dispatch.Dispatcher` (what to send where), `ledger.ReplicaLedger` (one replica's state and
+ledger), `retry` (blame and the one retry decision), and a `host.ReplicaHost` (where replicas
+run: `host.LocalHost`'s processes and pipes, or the Ray backend's actors). Every replica's
+ledger and the dispatcher's queues are guarded by ``StagePool._lock``, which is never held while
+user callbacks run.
 
 Items are only ever sent to this stage's own workers: a model lives in its workers and nowhere
 else. Batching and cancellation happen here in the parent, where every pending task is visible;
@@ -27,14 +29,11 @@ that is why the per-worker queue (the pipe) holds at most ``MAX_MSGS`` messages.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import os
-import signal
 import threading
 import time
-from multiprocessing.context import BaseContext
+from collections.abc import Sequence
 from typing import Any
 
 from .. import transport
@@ -42,17 +41,17 @@ from ..batching import BatchQueue, BatchStats
 from ..config import DEFAULT_RETRIES, parse_size
 from ..errors import ItemError, StageError, StageFailed, TaskTimeout, WorkerDied, WorkerStartupError
 from ..resources import WorkerBudget
-from ..stage import Stage, dump_stage
-from . import child, protocol
+from ..stage import Stage
+from . import protocol
 from .dispatch import Callback, Job, Task
-from .encode import MessageEncoder
-from .options import WorkerInterpreter, dispatcher_for, is_concurrent, parent_times_items
+from .host import ReplicaHost
+from .ledger import ReplicaLedger
+from .options import dispatcher_for, is_concurrent, parent_times_items
 from .protocol import ChunkResult
 from .pumps import defer, deferred_pumps
-from .replica import Replica
 from .restarts import StartupBackoff
-from .retry import RetryPolicy, backoff, exit_reason
-from .spawn import STOP_GRACE, Deadlines, gpu_env, stop_process, thread_env
+from .retry import RetryPolicy, backoff
+from .spawn import STOP_GRACE, Deadlines
 from .stats import StageStats, add_gpu_figures, gpu_totals
 
 __all__ = ["Callback", "Job", "StagePool", "Task", "deferred_pumps"]
@@ -68,27 +67,18 @@ Outcome = tuple[Task, bool, Any]
 
 
 class StagePool:
-    """The workers of one stage and the tasks waiting for them."""
+    """The workers of one stage and the tasks waiting for them; ``host`` runs the workers."""
 
     def __init__(
-        self,
-        stage: Stage,
-        budgets: list[WorkerBudget],
-        *,
-        mp_context: BaseContext,
-        retries: int = DEFAULT_RETRIES,
-        log_level: int | None = None,
+        self, stage: Stage, budgets: list[WorkerBudget], host: ReplicaHost[Any], *, retries: int = DEFAULT_RETRIES
     ) -> None:
         self.stage = stage
         self.name = stage.stage_name
         self.budgets = budgets
         self.retries = stage.retries if stage.retries is not None else retries
         self.stats = StageStats()
-        self._interpreter = WorkerInterpreter(stage.python, self.name, mp_context)
-        self._log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
-        self._stage_bytes = dump_stage(stage)
-        self._arena = transport.SegmentArena(spare=True)
-        self._encoder = MessageEncoder(self._arena)
+        self._host = host
+        self._arena = host.arena
         self._max_memory = parse_size(stage.max_memory)
         self._policy = RetryPolicy(self.retries, tuple(stage.retry_on))
         batcher = None
@@ -99,7 +89,7 @@ class StagePool:
         self._timed = parent_times_items(stage)
         self._lock = threading.Lock()
         self._spawn_lock = threading.Lock()
-        self._replicas: list[Replica] = []
+        self._replicas: list[ReplicaLedger] = []
         self._ids = itertools.count()
         self._closing = False
         self._started = False
@@ -116,7 +106,7 @@ class StagePool:
 
     def start(self) -> None:
         """Spawn every worker without waiting, so all stages load their models at once."""
-        self._interpreter.context()  # a stage's own interpreter is checked before any worker starts
+        self._host.check()  # e.g. a stage's own interpreter, before any worker starts
         for budget in self.budgets:
             self._spawn(budget)
 
@@ -139,10 +129,11 @@ class StagePool:
             self.budgets = list(budgets)
             for budget in budgets:
                 r = replicas.get(budget.replica)
-                if r is not None and r.pid is not None and r.budget.cores != budget.cores:
+                if r is None or r.pid is None or r.budget.cores == budget.cores:
+                    continue
+                if self._host.pin(r, budget.cores):
                     r.budget = budget
                     r.info["cores"] = budget.cores
-                    child.pin_all_threads(budget.cores, r.pid)
 
     def grow(self, budgets: list[WorkerBudget], deadline: float) -> None:
         """Add replicas to a running stage (``cpus="auto"`` chose more); wait until they are ready."""
@@ -154,18 +145,14 @@ class StagePool:
         self.wait_ready(deadline)
 
     def close(self, *, timeout: float = STOP_GRACE) -> None:
-        """Stop every worker: STOP message, then join, terminate and kill in that order."""
+        """Stop every worker (`ReplicaHost.stop_all`), failing the items still queued."""
         with self._spawn_lock, self._lock:  # no replacement can start after this point
             self._closing = True
             orphans = self._dispatch.take_all()
             replicas = list(self._replicas)
         self._backoff.close()
         self._settle([(t, False, WorkerDied(self.name, "engine closed before the item ran")) for t in orphans])
-        for r in replicas:
-            r.send(protocol.dumps((protocol.STOP,)))
-        deadline = time.monotonic() + timeout
-        for r in replicas:
-            stop_process(r.proc, deadline)
+        self._host.stop_all(replicas, timeout)
         for r in replicas:
             if r.thread is not threading.current_thread():
                 r.thread.join(timeout=STOP_GRACE)
@@ -196,7 +183,7 @@ class StagePool:
         for send in sends:
             self._send(*send)
 
-    def _assign(self) -> list[tuple[Replica, list[int], list[Task], int]]:
+    def _assign(self) -> list[tuple[ReplicaLedger, list[int], list[Task], int]]:
         """Under the lock: record what goes to which replica now; the caller sends it after."""
         sends = []
         for a in self._dispatch.assign([r for r in self._replicas if r.state == "ready"]):
@@ -210,11 +197,15 @@ class StagePool:
                 self._deadlines.arm(key, delay)
         return sends
 
-    def _send(self, r: Replica, tids: list[int], tasks: list[Task], kind: int) -> None:
-        data, names, bad = self._encoder.encode(kind, [(tid, task.item) for tid, task in zip(tids, tasks, strict=True)])
-        if not bad and not names:  # the common message: nothing to record, no second lock round
-            r.send(data, tids[0])
-            return
+    def _send(self, r: ReplicaLedger, tids: list[int], tasks: list[Task], kind: int) -> None:
+        self._host.send(r, kind, tids, tasks)
+
+    def unsent(
+        self, r: ReplicaLedger, tids: list[int], bad: Sequence[tuple[int, BaseException]], names: list[str]
+    ) -> bool:
+        """The host encoded a message and is about to write it: the items it could not encode
+        (``bad``) leave the ledger and fail, the segments it wrote (``names``) join it. False:
+        nothing is left to write (the message counts as answered)."""
         dropped: list[Outcome] = []
         with self._lock:
             for tid, exc in bad:
@@ -232,12 +223,11 @@ class StagePool:
         self._settle(dropped)
         if empty:
             self.pump()
-        else:
-            r.send(data, tids[0])
+        return not empty
 
     # -- what the replicas report (from their reader threads) --------------------------------
 
-    def on_ready(self, r: Replica, info: dict[str, Any]) -> None:
+    def on_ready(self, r: ReplicaLedger, info: dict[str, Any]) -> None:
         with self._lock:
             r.info = info
             r.state = "ready"
@@ -245,7 +235,7 @@ class StagePool:
         r.ready.set()
         self.pump()
 
-    def on_results(self, r: Replica, rows: list[protocol.Result], unmapped: list[str]) -> None:
+    def on_results(self, r: ReplicaLedger, rows: list[protocol.Result], unmapped: list[str]) -> None:
         now = time.monotonic()
         final: list[Outcome] = []
         failed: list[tuple[Task, Any]] = []
@@ -302,7 +292,7 @@ class StagePool:
         timer.daemon = True
         timer.start()
 
-    def on_unreadable(self, r: Replica, error: protocol.ExcInfo, key: int | None = None) -> None:
+    def on_unreadable(self, r: ReplicaLedger, error: protocol.ExcInfo, key: int | None = None) -> None:
         """The worker could not unpickle a message (its oldest, or the one whose first task id is
         ``key``): a lone item fails (a rerun would meet the same bytes); several go back one by
         one, so only the unreadable one fails."""
@@ -322,11 +312,8 @@ class StagePool:
             msg = f"item cannot be unpickled in the worker: {error.type}: {error.message}"
             self._settle([(tasks[0], False, StageError(self.name, msg, exc_type="ItemNotUnpicklable"))])
 
-    def on_exit(self, r: Replica) -> None:
-        r.proc.join(timeout=STOP_GRACE)
-        exitcode = r.proc.exitcode
-        if r.pid is not None:
-            transport.sweep_spares(r.pid)  # a worker killed while it held a spare segment
+    def on_exit(self, r: ReplicaLedger) -> None:
+        exitcode, reason = self._host.reap(r)
         with self._lock:
             was_ready = r.state == "ready"
             r.state = "dead"
@@ -337,7 +324,6 @@ class StagePool:
         if self._deadlines is not None:
             self._deadlines.disarm(r)
         r.ready.set()
-        r.conn.close()
         if closing:
             return
         if not was_ready:
@@ -345,31 +331,25 @@ class StagePool:
                 self._backoff.failed(r.budget, r.startup_message(exitcode))
             return
         if exitcode != protocol.RECYCLE_EXIT:  # retiring on purpose is routine, not news
-            log.warning(
-                "stage %r replica %d: %s; replacing it",
-                self.name,
-                r.budget.replica,
-                exit_reason(r.kill_reason, exitcode, self._max_memory),
-            )
+            log.warning("stage %r replica %d: %s; replacing it", self.name, r.budget.replica, reason)
         with self._lock:
             self.stats.restarts += 1
         self._spawn(r.budget)
         self._requeue_orphans(blamed, waiting, exitcode)
 
-    def _on_deadline(self, key: Replica | str) -> None:
+    def _on_deadline(self, key: ReplicaLedger | str) -> None:
         """A batch's wait ran out (pump it), or an item ran past the stage timeout: kill its
         worker; the exit handler fails the item."""
         if isinstance(key, str):
             self.pump()
             return
         with self._lock:
-            if key.state != "ready" or not key.inflight or key.pid is None:
+            if key.state != "ready" or not key.inflight:
                 return
             for task in key.inflight.values():
                 task.timed_out = True
             key.kill_reason = f"an item ran past the stage's timeout of {self.stage.timeout} s"
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(key.pid, signal.SIGKILL)
+        self._host.kill(key)
 
     def _requeue_orphans(self, blamed: list[Task], waiting: list[Task], exitcode: int | None) -> None:
         """A dead worker's tasks: `RetryPolicy.orphans` decides which go back and which fail."""
@@ -385,20 +365,10 @@ class StagePool:
     # -- worker processes ----------------------------------------------------------------
 
     def _spawn(self, budget: WorkerBudget) -> None:
-        env = {**thread_env(budget.threads), **gpu_env(budget.gpus)}
-        ctx = self._interpreter.context()
-        boot = child.WorkerBoot(
-            stage=self.name, replica=budget.replica, threads=budget.threads, cores=budget.cores,
-            stage_bytes=self._stage_bytes, env=env, gpus=budget.gpus, gpu_fraction=budget.gpu_fraction,
-            log_level=self._log_level, max_memory=self._max_memory, max_items=self.stage.max_items_per_worker,
-            python=self._interpreter.python,
-        )  # fmt: skip
-        r = Replica(self, budget, ctx, boot)
         with self._spawn_lock:
             if self._closing:  # a replacement racing with close(): close() would not see it
-                r.discard()
                 return
-            r.start()
+            r = self._host.start(self, budget)
             with self._lock:
                 self._replicas.append(r)
         r.listen()
@@ -439,9 +409,7 @@ class StagePool:
 
     def workers(self) -> list[dict[str, Any]]:
         with self._lock:
-            rows = [
-                r.row(**self._interpreter.describe()) for r in sorted(self._replicas, key=lambda r: r.budget.replica)
-            ]
+            rows = [r.row(**self._host.describe()) for r in sorted(self._replicas, key=lambda r: r.budget.replica)]
         return add_gpu_figures(rows)
 
     def snapshot(self) -> dict[str, Any]:
