@@ -33,6 +33,7 @@ from .session import ConnectionHost, accept
 
 __all__ = ["ServiceApp", "create_app"]
 
+
 def create_app(graph: Any, config: ServiceConfig | None = None) -> FastAPI:
     """An app serving ``graph`` over HTTP and WebSocket (see docs/service.md).
 
