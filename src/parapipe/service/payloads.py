@@ -22,7 +22,7 @@ import enum
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from starlette.requests import Request
@@ -41,10 +41,12 @@ __all__ = [
     "BodyLimit",
     "ByteBudget",
     "check_item",
+    "json_item",
     "media_type",
     "parse_json",
     "read_item",
     "read_upload",
+    "refuse_body",
     "to_jsonable",
 ]
 
@@ -64,7 +66,7 @@ async def read_item(request: Request) -> Any:
     """The item a POST body carries (see the module docstring); `BadRequest` when malformed."""
     media = media_type(request)
     if media == JSON:
-        return _json_item(await request.body())
+        return json_item(await request.body())
     if media not in (MULTIPART, OCTETS):
         raise _unsupported(media, f'{JSON} with {{"item": ...}}')
     data, _ = await read_upload(request)
@@ -90,7 +92,8 @@ def _unsupported(media: str, *also: str) -> BadRequest:
     )
 
 
-def _json_item(body: bytes) -> Any:
+def json_item(body: bytes) -> Any:
+    """The item of a ``{"item": ...}`` body: `BadRequest` when malformed (see `parse_json`), 422 for another shape."""
     doc = parse_json(body)
     if not isinstance(doc, dict) or set(doc) != {"item"}:
         raise BadRequest('the JSON body must be an object with exactly one key, "item"', status=422)
@@ -251,30 +254,40 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope["headers"]).get(b"content-length")
+        try:
+            held = self.reserve(scope["headers"])
+        except (BadRequest, Overloaded) as exc:
+            await refuse_body(exc, scope, receive, send)
+            return
+        scope.setdefault("state", {})[BODY_BYTES] = held
+        try:
+            await self.app(scope, self.counting(receive, held), send)
+        finally:
+            self.budget.give(held[0])
+
+    def reserve(self, headers: Iterable[tuple[bytes, bytes]]) -> list[int]:
+        """The bytes a declared ``Content-Length`` holds in the budget, as a one-element list
+        `counting` grows; the caller gives ``held[0]`` back when its request ends. `BadRequest`
+        (400 for a length that is no number, 413 over the limit) or `Overloaded` (429), before a
+        byte of the body is read: answer those with `refuse_body`."""
+        declared = None
+        for name, value in headers:
+            if name == b"content-length":
+                declared = value
         try:
             reserved = int(declared) if declared is not None else 0
         except ValueError:
             reserved = -1
         if reserved < 0:
-            await _refuse(BadRequest("Content-Length is not a number"), scope, receive, send)
-            return
+            raise BadRequest("Content-Length is not a number")
         if reserved > self.max_bytes:
-            await _refuse(self._error(), scope, receive, send)
-            return
-        try:
-            self.budget.take(reserved)
-        except Overloaded as exc:
-            await _refuse(exc, scope, receive, send)
-            return
-        held = [reserved]
-        scope.setdefault("state", {})[BODY_BYTES] = held
-        try:
-            await self.app(scope, self._counting(receive, held), send)
-        finally:
-            self.budget.give(held[0])
+            raise self._error()
+        self.budget.take(reserved)
+        return [reserved]
 
-    def _counting(self, receive: Receive, held: list[int]) -> Receive:
+    def counting(self, receive: Receive, held: list[int]) -> Receive:
+        """``receive``, bounded: 413 past ``max_bytes``, 408 after a pause of ``body_timeout``, and
+        the bytes beyond the reserved ones taken from the budget as they arrive."""
         seen = 0
         more = True
 
@@ -302,7 +315,9 @@ class BodyLimit:
         return BadRequest(f"the body is larger than the limit of {self.max_bytes} bytes", status=413)
 
 
-async def _refuse(exc: BadRequest | Overloaded, scope: Scope, receive: Receive, send: Send) -> None:
+async def refuse_body(exc: BadRequest | Overloaded, scope: Scope, receive: Receive, send: Send) -> None:
+    """Refuse a request whose body is not read (`BodyLimit.reserve`): the connection closes, as
+    the unread body would otherwise be taken for the next request."""
     headers = {"Connection": "close", **({"Retry-After": "1"} if exc.status == 429 else {})}
     response = JSONResponse({"error": error_body(exc)}, status_code=exc.status, headers=headers)
     await response(scope, receive, send)

@@ -8,6 +8,7 @@ run their ``setup()``; /readyz turns 200 when every stage has a ready worker.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import math
@@ -20,6 +21,7 @@ from ..engine import Engine
 from ..errors import EngineClosed, ParapipeError
 from ..journal import Journal
 from .adapters import ServiceAdapter, adapter_for
+from .bridge import ResultBridge
 from .config import ServiceConfig
 from .errors import NotReady, RequestTimeout, scrub_paths
 from .jobs import Admission, JobManager, job_view
@@ -60,6 +62,11 @@ def retry_after_seconds(inflight: int, stages: dict[str, dict[str, Any]], worker
     return float(max(1, min(_MAX_RETRY_AFTER, math.ceil(inflight * max(per_item)))))
 
 
+def _expire(waiter: asyncio.Future[Any], limit: float) -> None:
+    if not waiter.done():
+        waiter.set_exception(RequestTimeout(f"no result within {limit:g} s; the item was cancelled"))
+
+
 class Service:
     """The state behind one app; see the module docstring.
 
@@ -87,6 +94,7 @@ class Service:
         self._startup: asyncio.Task[None] | None = None
         self._settled: asyncio.Event | None = None
         self._pruner: asyncio.Task[None] | None = None
+        self._bridge: ResultBridge | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -191,14 +199,26 @@ class Service:
             except EngineClosed as exc:
                 raise NotReady(f"the service is shutting down: {exc}") from exc
             limit = self.config.request_timeout if timeout is None else timeout
-            try:
-                result = await asyncio.wait_for(asyncio.wrap_future(future), limit)
-            except TimeoutError:
-                raise RequestTimeout(f"no result within {limit:g} s; the item was cancelled") from None
-            return to_jsonable(result)
+            return to_jsonable(await self._result(future, limit))
         finally:
             if not admitted:
                 self.admission.release()
+
+    async def _result(self, future: concurrent.futures.Future[Any], limit: float | None) -> Any:
+        """``future``'s result, or `RequestTimeout` after ``limit`` seconds. The item is cancelled
+        when the wait ends without it (a timeout, or this request's task cancelled)."""
+        loop = asyncio.get_running_loop()
+        if self._bridge is None or self._bridge.loop is not loop:
+            self._bridge = ResultBridge(loop)
+        waiter = self._bridge.watch(future)
+        timer = None if limit is None else loop.call_later(limit, _expire, waiter, limit)
+        try:
+            return await waiter
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not future.done():
+                future.cancel()
 
     def retry_after(self) -> float:
         """Seconds until a slot is likely free: the accepted work times the slowest stage's

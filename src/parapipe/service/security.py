@@ -8,8 +8,9 @@ web pages of other sites away from a server on this machine.
 
 from __future__ import annotations
 
+import functools
 import hmac
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import urlsplit
 
 from starlette.responses import JSONResponse
@@ -19,7 +20,7 @@ from .config import ServiceConfig, is_loopback
 from .errors import BadRequest, Forbidden, Unauthorized
 from .owners import owner_id
 
-__all__ = ["WWW_AUTHENTICATE", "OriginGuard", "caller_owner", "check_key", "key_matches"]
+__all__ = ["WWW_AUTHENTICATE", "OriginGuard", "caller_owner", "check_key", "key_matches", "refuse"]
 
 WWW_AUTHENTICATE = {"WWW-Authenticate": 'Bearer realm="parapipe"'}
 
@@ -69,18 +70,33 @@ class OriginGuard:
         self.app = app
         self.cors_origins = {o.rstrip("/").lower() for o in cors_origins}
         self.allowed_hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
+        self._decide = functools.lru_cache(maxsize=256)(self._refusal)
+        """The answer depends on the host and origin alone, and clients repeat theirs on every request."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
-            headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
-            if sum(1 for k, _ in scope["headers"] if k == b"host") > 1:  # RFC 9112 section 3.2
-                await _bad_request("the request has more than one Host header", scope, receive, send)
-                return
-            refusal = self._refusal(headers.get("host", ""), headers.get("origin"))
+            refusal = self.check(scope["headers"])
             if refusal is not None:
-                await _forbid(refusal, scope, receive, send)
+                await refuse(refusal, scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+    def check(self, headers: Iterable[tuple[bytes, bytes]]) -> BadRequest | Forbidden | None:
+        """Why a request with these headers is refused (400 for two Host headers, 403 for a
+        foreign host or origin), or None. One pass over the raw headers: this runs per request."""
+        hosts = 0
+        host = b""
+        origin: bytes | None = None
+        for name, value in headers:
+            if name == b"host":
+                hosts += 1
+                host = value
+            elif name == b"origin":
+                origin = value
+        if hosts > 1:  # RFC 9112 section 3.2
+            return BadRequest("the request has more than one Host header")
+        refusal = self._decide(host.decode("latin-1"), None if origin is None else origin.decode("latin-1"))
+        return None if refusal is None else Forbidden(refusal)
 
     def _refusal(self, host: str, origin: str | None) -> str | None:
         host = host.lower()
@@ -99,17 +115,13 @@ class OriginGuard:
         return f"requests from web pages at {origin!r} are refused; add the origin to cors_origins to allow it"
 
 
-async def _bad_request(message: str, scope: Scope, receive: Receive, send: Send) -> None:
+async def refuse(error: BadRequest | Forbidden, scope: Scope, receive: Receive, send: Send) -> None:
+    """Answer `OriginGuard.check`'s refusal: a JSON error over HTTP (a bad request also closes
+    the connection), a close code on a WebSocket."""
     if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1002, "reason": message[:120]})
+        code = 1002 if error.status == 400 else 1008
+        await send({"type": "websocket.close", "code": code, "reason": error.message[:120]})
         return
-    response = JSONResponse({"error": BadRequest(message).to_dict()}, status_code=400, headers={"Connection": "close"})
-    await response(scope, receive, send)
-
-
-async def _forbid(message: str, scope: Scope, receive: Receive, send: Send) -> None:
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1008, "reason": message[:120]})
-        return
-    response = JSONResponse({"error": Forbidden(message).to_dict()}, status_code=403)
+    headers = {"Connection": "close"} if error.status == 400 else None
+    response = JSONResponse({"error": error.to_dict()}, status_code=error.status, headers=headers)
     await response(scope, receive, send)
