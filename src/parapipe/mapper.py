@@ -37,6 +37,11 @@ _CHEAP_STAGE_SECONDS = 0.001
 """Stages faster than this per item are chunked: the per-item overhead would dominate."""
 _MAP_CHUNK_SECONDS = 0.005
 _MAX_MAP_CHUNK = 4096
+_BALANCE_SECONDS = 0.0005
+"""Work a unit may hold whatever the input's length: the last unit, run by one replica while the
+others are idle, costs at most this. A no-op map of 20,000 items then goes in 5 units, not the 8
+that a quarter of each replica's share makes: each unit costs the parent ~0.1 ms of CPU
+(messages, wake-ups of the reader thread and of the consumer), more than the whole unit's work."""
 _UNIT_BYTES = 512 << 10
 """Most result bytes a unit of cheap items should hold. The parent keeps a window of units
 (each answered with one message), so this, not the number of items, bounds its memory: 8 units
@@ -56,16 +61,18 @@ def window_size(workers: int) -> int:
 
 def chunk_size(costs: Sequence[float | None], replicas: int, total: int | None) -> int:
     """Items per unit: one for real models, thousands for trivial functions, and with a known
-    length at most a quarter of a replica's share, so no replica gets the last big chunk alone.
+    length at most a quarter of a replica's share, so no replica gets the last big chunk alone
+    (unless that chunk's work is below `_BALANCE_SECONDS`: then it unbalances nothing).
 
     ``costs`` are the stages' measured seconds per item (None: not measured yet, so one item).
     """
     slowest = max((cost or 1.0) for cost in costs)
     if slowest >= _CHEAP_STAGE_SECONDS:
         return 1
-    size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7)))
+    per_item = max(slowest, 1e-7)
+    size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / per_item))
     if total is not None:
-        size = min(size, math.ceil(total / (4 * replicas)))
+        size = min(size, max(math.ceil(total / (4 * replicas)), int(_BALANCE_SECONDS / per_item)))
     return max(1, size)
 
 
