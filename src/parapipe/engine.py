@@ -28,7 +28,7 @@ from .graph import Node, as_graph, map_stages, stages
 from .itemkeys import ItemKeys
 from .journal import JobStore
 from .journaled import journaled_map
-from .mapper import MapWindow, Submit, chunk_size, window_size
+from .mapper import MapWindow, ResultSizes, Submit, chunk_size, window_size
 from .plantree import format_plan
 from .pools import PoolSet
 from .progress import NO_BAR, progress_bar
@@ -128,6 +128,8 @@ class Engine:
         self._active: set[Job] = set()
         self._seq = 0
         self._state = "new"
+        self._result_sizes = ResultSizes()
+        """What this graph's results measured in the last map: the next map's first units."""
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -356,6 +358,7 @@ class Engine:
             ordered=ordered,
             return_exceptions=return_exceptions,
             bar=bar,
+            sizes=self._result_sizes,
         )
 
     def _chunk_size(self, total: int | None = None) -> int:

@@ -10,7 +10,10 @@ error into its element's outcome; it never resubmits.
 
 Memory: the parent holds the window's outcomes and nothing per item beyond them, so a map of
 millions of items stays as large as its window. Units are sized in bytes as well as in items
-(`_UNIT_BYTES`), and a consumed unit is let go before the next one is awaited.
+(`_UNIT_BYTES`), and a consumed unit is let go before the next one is awaited. The bytes per
+result come from the results read: this map's, or before its first unit is read, those of the
+last map on the same engine (`ResultSizes`), so only an engine's first map sends one item
+alone to learn them.
 """
 
 from __future__ import annotations
@@ -28,12 +31,17 @@ from .errors import ItemError
 from .progress import NO_BAR
 from .worker.protocol import Chunk, ChunkResult
 
-__all__ = ["MapWindow", "Submit", "chunk_size", "window_size"]
+__all__ = ["MapWindow", "ResultSizes", "Submit", "chunk_size", "window_size"]
 
 _CHEAP_STAGE_SECONDS = 0.001
 """Stages faster than this per item are chunked: the per-item overhead would dominate."""
 _MAP_CHUNK_SECONDS = 0.005
 _MAX_MAP_CHUNK = 4096
+_BALANCE_SECONDS = 0.0005
+"""Work a unit may hold whatever the input's length: the last unit, run by one replica while the
+others are idle, costs at most this. A no-op map of 20,000 items then goes in 5 units, not the 8
+that a quarter of each replica's share makes: each unit costs the parent ~0.1 ms of CPU
+(messages, wake-ups of the reader thread and of the consumer), more than the whole unit's work."""
 _UNIT_BYTES = 512 << 10
 """Most result bytes a unit of cheap items should hold. The parent keeps a window of units
 (each answered with one message), so this, not the number of items, bounds its memory: 8 units
@@ -53,17 +61,34 @@ def window_size(workers: int) -> int:
 
 def chunk_size(costs: Sequence[float | None], replicas: int, total: int | None) -> int:
     """Items per unit: one for real models, thousands for trivial functions, and with a known
-    length at most a quarter of a replica's share, so no replica gets the last big chunk alone.
+    length at most a quarter of a replica's share, so no replica gets the last big chunk alone
+    (unless that chunk's work is below `_BALANCE_SECONDS`: then it unbalances nothing).
 
     ``costs`` are the stages' measured seconds per item (None: not measured yet, so one item).
     """
     slowest = max((cost or 1.0) for cost in costs)
     if slowest >= _CHEAP_STAGE_SECONDS:
         return 1
-    size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / max(slowest, 1e-7)))
+    per_item = max(slowest, 1e-7)
+    size = min(_MAX_MAP_CHUNK, int(_MAP_CHUNK_SECONDS / per_item))
     if total is not None:
-        size = min(size, math.ceil(total / (4 * replicas)))
+        size = min(size, max(math.ceil(total / (4 * replicas)), int(_BALANCE_SECONDS / per_item)))
     return max(1, size)
+
+
+class ResultSizes:
+    """Parent memory per result that the maps of one engine (one graph) measured last.
+
+    A later map starts from it instead of sending one item alone and waiting for its result
+    (a round trip per map, a fifth of a 20,000-item no-op map). Its own results replace it as
+    soon as its first unit is read; until then it fills only half its window, so a map whose
+    results are much larger than the last one's holds at most that many units sized wrongly.
+    """
+
+    __slots__ = ("item_bytes",)
+
+    def __init__(self) -> None:
+        self.item_bytes: int | None = None
 
 
 class _Unit:
@@ -89,6 +114,8 @@ class MapWindow:
         ordered: yield outcomes in input order (else as units complete).
         return_exceptions: yield an `ItemError` in place of a failed item's result.
         bar: anything with ``update(n)``; told of every finished item.
+        sizes: what earlier maps of the same graph measured (shared, and updated here); a
+            fresh one when None.
     """
 
     def __init__(
@@ -100,6 +127,7 @@ class MapWindow:
         ordered: bool = True,
         return_exceptions: bool = False,
         bar: Any = NO_BAR,
+        sizes: ResultSizes | None = None,
     ) -> None:
         self._submit = submit
         self._window = max(1, window)
@@ -107,6 +135,7 @@ class MapWindow:
         self._ordered = ordered
         self._return_exceptions = return_exceptions
         self._bar = bar
+        self._sizes = sizes if sizes is not None else ResultSizes()
         self._item_bytes: int | None = None
         """Estimated parent memory per outcome (a result or an error), from the last unit read."""
 
@@ -123,8 +152,7 @@ class MapWindow:
         exhausted = False
         try:
             while True:
-                # Until a result's size is known, one unit of one item goes first and alone.
-                while not exhausted and len(units) < self._window and (self._item_bytes is not None or not units):
+                while not exhausted and len(units) < self._room():
                     batch = Chunk(itertools.islice(items, min(self._chunk_size(), self._fitting())))
                     if not batch:
                         exhausted = True
@@ -151,30 +179,38 @@ class MapWindow:
             for unit in units.values():
                 unit.future.cancel()
 
-    def _fitting(self) -> int:
-        """Items per unit whose results fit `_UNIT_BYTES`, as far as the results seen tell.
+    def _room(self) -> int:
+        """Units allowed in flight: the window once this map's results were seen; before, half
+        of it sized by an earlier map's results, or with none, one unit of one item alone."""
+        if self._item_bytes is not None:
+            return self._window
+        return 1 if self._sizes.item_bytes is None else max(1, self._window // 2)
 
-        One until a result was seen: a second map on the same engine knows the stages' cost
-        (thousands of items per unit) but not the size of this map's results, so its first item
-        goes alone and the window fills once its result was read (one round trip per map)."""
-        if self._item_bytes is None:
+    def _fitting(self) -> int:
+        """Items per unit whose results fit `_UNIT_BYTES`, as far as the results seen tell
+        (this map's, else the last map's on the engine); one before any was seen."""
+        known = self._item_bytes if self._item_bytes is not None else self._sizes.item_bytes
+        if known is None:
             return 1
-        return max(1, _UNIT_BYTES // self._item_bytes)
+        return max(1, _UNIT_BYTES // known)
+
+    def _measured(self, item_bytes: int) -> None:
+        self._item_bytes = self._sizes.item_bytes = item_bytes
 
     def _expand(self, unit: _Unit) -> Iterable[Any]:
         self._bar.update(unit.size)
         if unit.size == 1:
             outcome = self._outcome(unit.future)
-            self._item_bytes = _result_bytes(outcome)  # an error is held in the window too
+            self._measured(_result_bytes(outcome))  # an error is held in the window too
             return (outcome,)
         try:
             rows = unit.future.result()
         except ItemError as whole:  # the chunk failed as one (its stage failed): every element did
-            self._item_bytes = _result_bytes(whole)
+            self._measured(_result_bytes(whole))
             return [self._failed(_for_element(whole, unit.first + k)) for k in range(unit.size)]
         values = rows.values
         if values:  # a few samples: sizing every result would cost more than a cheap stage
-            self._item_bytes = max(_result_bytes(values[k]) for k in {0, len(values) // 2, len(values) - 1})
+            self._measured(max(_result_bytes(values[k]) for k in {0, len(values) // 2, len(values) - 1}))
         if not rows.errors:
             return rows.values
         return self._chunk_outcomes(unit.first, rows)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+from typing import Any
+
 import parapipe as pp
+from parapipe.worker.protocol import Chunk
 
 from . import _stages as S
 
@@ -82,3 +86,21 @@ def test_elements_that_fail_inside_a_chunk_count_as_failed_not_done():
     assert sum(isinstance(r, pp.StageError) for r in out) == 5
     assert stats["failed"] == 5 and stats["failed_by_kind"] == {"StageError": 5}
     assert stats["done"] - before == 4995
+
+
+def test_a_later_map_sends_no_item_alone():
+    """The first map learned the results' size: the next one's first unit is a whole chunk,
+    not one item awaited alone (a round trip per map)."""
+    with pp.Engine(pp.stage(S.square, replicas=2)) as engine:
+        _warm_square(engine)
+        sent: list[Any] = []
+        submit = engine._submit_indexed
+
+        def recording(value: Any, index: int) -> Future[Any]:
+            sent.append(value)
+            return submit(value, index)
+
+        engine._submit_indexed = recording  # type: ignore[method-assign]
+        out = list(engine.map(range(3000)))
+    assert out == [i * i for i in range(3000)]
+    assert isinstance(sent[0], Chunk) and len(sent[0]) > 1

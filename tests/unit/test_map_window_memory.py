@@ -15,7 +15,7 @@ import numpy
 
 from parapipe.itemkeys import ItemKeys
 from parapipe.journaled import _chain, _Combined
-from parapipe.mapper import _UNIT_BYTES, MapWindow
+from parapipe.mapper import _UNIT_BYTES, MapWindow, ResultSizes
 from parapipe.relay import Relay
 from parapipe.worker.protocol import Chunk, ChunkResult
 
@@ -47,6 +47,32 @@ def test_units_of_cheap_items_hold_a_bounded_number_of_result_bytes() -> None:
     assert len(_run(window, 50_000)) == 50_000
     assert sizes[0] == 1  # no result seen yet: the first item goes alone, and only it
     assert max(sizes) <= _UNIT_BYTES // 1024 and min(sizes[1:-1]) > 400
+
+
+def test_a_later_map_starts_from_the_sizes_an_earlier_one_measured() -> None:
+    """Only the first map of a graph sends one item alone to learn its results' size: the next
+    starts with full units, half its window of them until its own first unit was read."""
+    known = ResultSizes()
+    first: list[int] = []
+    _run(MapWindow(_answering(lambda x: bytes(1024), first), window=8, chunk_size=lambda: 4096, sizes=known), 5_000)
+    assert first[0] == 1 and known.item_bytes is not None and known.item_bytes > 1024
+    later: list[int] = []
+    in_flight_at_first_wait: list[int] = []
+    answer = _answering(lambda x: bytes(1024), later)
+
+    class Awaited(Future):  # type: ignore[type-arg]
+        def result(self, timeout: float | None = None) -> Any:
+            in_flight_at_first_wait.append(len(later))
+            return super().result(timeout)
+
+    def submit(value: Any, index: int) -> Future[Any]:
+        future = Awaited()
+        future.set_result(answer(value, index).result())
+        return future
+
+    assert len(_run(MapWindow(submit, window=8, chunk_size=lambda: 4096, sizes=known), 5_000)) == 5_000
+    assert later[0] == _UNIT_BYTES // known.item_bytes  # no item alone: a unit as the last map's results allow
+    assert in_flight_at_first_wait[0] == 4
 
 
 def test_array_views_count_with_their_buffer() -> None:

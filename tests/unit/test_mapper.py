@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import parapipe as pp
-from parapipe.mapper import MapWindow
+from parapipe.mapper import MapWindow, chunk_size
 from parapipe.worker.protocol import Chunk, ChunkResult
 
 
@@ -84,3 +84,12 @@ def test_an_interrupted_wait_cancels_every_unit_in_flight_the_awaited_one_includ
     with pytest.raises(KeyboardInterrupt):
         next(units)
     assert len(futures) == 4 and all(f.cancelled() for f in futures)
+
+
+def test_units_of_trivial_items_are_not_cut_to_a_quarter_of_a_replicas_share():
+    """A quarter share keeps the replicas balanced; a unit of no-ops (20 ns each) takes less
+    than `_BALANCE_SECONDS` whole, so it gets the full size: fewer units, less parent work."""
+    assert chunk_size([2e-8], 2, 20_000) == 4096
+    assert chunk_size([1e-6], 2, 20_000) == 2500  # 4,096 items of 1 µs would: a quarter share
+    assert chunk_size([2e-8], 2, 2_000) >= 2_000  # one unit: 40 µs of work is not worth two
+    assert chunk_size([None], 2, 20_000) == 1
