@@ -68,6 +68,9 @@ class ReplicaActor:
         )  # fmt: skip
         self._served = 0
         self._retired = False
+        self._told = False
+        """Whether the driver has this process's `describe` yet: a process Ray restarted while
+        no call was in flight is new to the driver, and its first answer says so."""
         try:
             self._stage = build(self._boot)
         except BaseException as exc:  # reported by describe(), as a local worker's FAILED message
@@ -78,6 +81,7 @@ class ReplicaActor:
 
     def describe(self) -> tuple[bool, Any]:
         """(True, where and how this replica runs) or (False, why setup() failed)."""
+        self._told = True
         if self._failure is not None:
             return False, self._failure
         import ray
@@ -87,21 +91,28 @@ class ReplicaActor:
         info.update(node=ctx.get_node_id(), actor=ctx.get_actor_id(), ip=ray.util.get_node_ip_address())
         return True, info
 
-    def run(self, kind: int, payload: list[tuple[int, Any]]) -> tuple[list[protocol.Result], int | None]:
-        """The message's results, and `protocol.RECYCLE_EXIT` when this actor retires after it
-        (``teardown()`` has run: later calls run nothing, and the driver replaces the actor)."""
+    def run(
+        self, kind: int, payload: list[tuple[int, Any]]
+    ) -> tuple[list[protocol.Result], int | None, tuple[bool, Any] | None]:
+        """The message's results; `protocol.RECYCLE_EXIT` when this actor retires after it
+        (``teardown()`` has run: later calls run nothing, and the driver replaces the actor);
+        and `describe` when this is the first call of a process the driver has not seen (Ray
+        restarted it while idle), None otherwise. A new process whose setup() failed runs nothing."""
+        news = None if self._told else self.describe()
+        if news is not None and not news[0]:
+            return [], None, news
         if self._retired:
-            return [], protocol.RECYCLE_EXIT
+            return [], protocol.RECYCLE_EXIT, news
         if kind == protocol.BATCH:
             rows = run_batch(self._stage, payload, self._retry_on, _as_is)
         else:
             rows = [run_one(self._stage, tid, item, self._retry_on, _as_is) for tid, item in payload]
         self._served += len(rows)
         if not should_retire(self._boot, self._served):
-            return rows, None
+            return rows, None, news
         self._retired = True
         self.stop()
-        return rows, protocol.RECYCLE_EXIT
+        return rows, protocol.RECYCLE_EXIT, news
 
     def stop(self) -> None:
         """Run teardown() before the pool kills the actor (as a local worker does on STOP)."""
