@@ -39,6 +39,7 @@ from ..worker.child import WorkerBoot
 from ..worker.dispatch import Task
 from ..worker.host import Exit
 from ..worker.ledger import Owner, ReplicaLedger
+from ..worker.options import is_concurrent
 from ..worker.retry import exit_reason
 from ..worker.spawn import thread_env
 from .actor import ReplicaActor, take_exit_code
@@ -58,9 +59,13 @@ class RayReplica(ReplicaLedger):
     """One actor and the thread that waits for its answers, in the order they were asked; its
     ledger is the local replica's (`ReplicaLedger`)."""
 
-    def __init__(self, owner: Owner, budget: WorkerBudget, actor: Any, on_restart: Callable[[], None]) -> None:
+    def __init__(
+        self, owner: Owner, budget: WorkerBudget, actor: Any, on_restart: Callable[[], None], concurrent: bool = False
+    ) -> None:
         super().__init__(owner, budget)
         self.actor = actor
+        self._concurrent = concurrent
+        """The actor runs several calls at once: answers are read as they finish, not in order."""
         self._on_restart = on_restart
         """Counts a restart the pool did not see (no call failed): `RayHost.restarts`."""
         self.thread = threading.Thread(
@@ -88,10 +93,15 @@ class RayReplica(ReplicaLedger):
         return super().row(node=info.get("node"), ip=info.get("ip"), actor=info.get("actor"), **extra)
 
     def call(self, kind: int, payload: list[tuple[int, Any]]) -> None:
-        """Ask the actor to run one message; its answer is read in the order of the asking."""
+        """Ask the actor to run one message; its answer is read in the order of the asking, or,
+        from a concurrent actor, as soon as it is there (a slow item holds up no other)."""
+        tids = [tid for tid, _ in payload]
         with self._send_lock:
             ref = self.actor.run.remote(kind, payload)
-            self._calls.put(([tid for tid, _ in payload], ref))
+            if not self._concurrent:
+                self._calls.put((tids, ref))
+        if self._concurrent:
+            ref.future().add_done_callback(lambda _: self._calls.put((tids, ref)))
 
     def hang_up(self) -> None:
         self._calls.put(None)
@@ -184,7 +194,7 @@ class RayHost:
             actor = self._actors.get(budget.replica)
             if actor is None:
                 actor = self._actors[budget.replica] = self._new_actor(budget)
-        return RayReplica(owner, budget, actor, self._count_restart)
+        return RayReplica(owner, budget, actor, self._count_restart, concurrent=is_concurrent(self._stage))
 
     def _count_restart(self) -> None:
         with self._lock:
