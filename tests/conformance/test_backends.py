@@ -3,6 +3,7 @@ where its replicas run. Stages are module level so workers and actors can import
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -70,6 +71,31 @@ class TagDone(pp.Stage):
 signal_graph = pp.Pipeline(TagDone())
 
 
+class PairUp(pp.Stage):
+    """Item 0 opens a FIFO for writing, item 1 for reading: each open returns only once the
+    other end is open, so with one replica both items ran in it at once."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def process(self, item: int) -> int:
+        open(self.path, "w" if item == 0 else "r").close()
+        return os.getpid()
+
+
+class AsyncPair(pp.Stage):
+    """``async def process``: each item sets its event and waits for the other's, on the
+    replica's event loop, so both must be running at once."""
+
+    def setup(self) -> None:
+        self.seen = {0: asyncio.Event(), 1: asyncio.Event()}
+
+    async def process(self, item: int) -> int:
+        self.seen[item].set()
+        await asyncio.wait_for(self.seen[1 - item].wait(), TIMEOUT)
+        return os.getpid()
+
+
 def env_probe(name: str) -> dict[str, Any]:
     import numpy  # noqa: F401 - loads OpenBLAS so its pool is reported
     from threadpoolctl import threadpool_info
@@ -122,6 +148,22 @@ def test_pipeline_overlaps_independent_items(backend, tmp_path):
     with engine(graph, backend) as e:
         first, second = e.submit(0), e.submit(1)
         assert first.result(TIMEOUT)["stage"] == second.result(TIMEOUT)["stage"] == "b"
+
+
+def test_concurrency_runs_several_items_in_one_replica_at_once(backend, tmp_path):
+    fifo = str(tmp_path / "meet")
+    os.mkfifo(fifo)
+    with engine(PairUp(fifo).options(concurrency=2), backend) as e:
+        futures = [e.submit(0), e.submit(1)]
+        pids = {f.result(TIMEOUT) for f in futures}
+    assert len(pids) == 1
+
+
+def test_async_process_runs_items_on_one_event_loop_at_once(backend):
+    with engine(AsyncPair().options(concurrency=2), backend) as e:
+        futures = [e.submit(0), e.submit(1)]
+        pids = {f.result(TIMEOUT) for f in futures}
+    assert len(pids) == 1
 
 
 def test_user_error_is_stage_error_with_the_remote_traceback(backend):

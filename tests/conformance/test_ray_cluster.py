@@ -3,6 +3,8 @@ raylet with one CPU (`ray.cluster_utils.Cluster`)."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -49,6 +51,24 @@ def test_replicas_on_different_nodes_and_a_node_lost_mid_map(cluster):
             if i == 30:
                 cluster.remove_node(victim, allow_graceful=False)
         last = engine.run(300, timeout=120)  # the stage still answers after the loss
+        rows = _relocated(engine, victim.node_id)
+        restarts = engine.stats()["where"]["restarts"]
     assert [item for item, _ in out] == list(range(300)), "every item answered once, in order"
     assert victim.node_id in {node for _, node in out}, "the lost node held a replica that answered items"
     assert last[0] == 300 and last[1] != victim.node_id
+    assert restarts >= 1, "the replica on the lost node was restarted, and counted"
+    assert len(rows) == 2 and all(w["node"] != victim.node_id for w in rows), rows
+
+
+def _relocated(engine: pp.Engine, gone: str) -> list[dict[str, Any]]:
+    """The worker rows once every replica is ready on a live node: a replica whose call failed
+    is restarted by the pool, one Ray restarted while idle reports its new node with its next
+    answer (which the map gave it); either way, within a deadline."""
+    deadline = time.monotonic() + 60
+    while True:
+        alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
+        rows = engine.workers()
+        if all(w["state"] == "ready" and w["node"] in alive and w["node"] != gone for w in rows):
+            return rows
+        assert time.monotonic() < deadline, f"replicas not relocated to live nodes: {rows}"
+        threading.Event().wait(0.05)

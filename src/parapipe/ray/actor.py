@@ -26,8 +26,8 @@ from typing import Any
 import psutil
 
 from ..worker import protocol
-from ..worker.child import WorkerBoot, build, describe, rss_bytes, should_retire
-from ..worker.execute import run_batch, run_one
+from ..worker.child import WorkerBoot, _build_served, describe, rss_bytes, should_retire
+from .items import ItemRunner, runner_for
 
 __all__ = ["ReplicaActor", "claim_cores", "take_exit_code"]
 
@@ -39,11 +39,6 @@ _MEMORY_SAMPLE_SECONDS = 0.05
 
 _CLAIMS = os.path.join(tempfile.gettempdir(), "parapipe-ray-cores.json")
 """One file per host: which cores each live parapipe actor process holds (pid -> cores)."""
-
-
-def _as_is(value: Any) -> Any:
-    """Results go back as they are: Ray moves large buffers through its object store."""
-    return value
 
 
 class ReplicaActor:
@@ -66,18 +61,27 @@ class ReplicaActor:
             stage_bytes=boot.stage_bytes, env=boot.env, gpus=gpus, gpu_fraction=boot.gpu_fraction,
             log_level=boot.log_level, max_memory=boot.max_memory, max_items=boot.max_items,
         )  # fmt: skip
+        self._lock = threading.Lock()
+        """A concurrent stage's actor is threaded: its calls share the counts below."""
         self._served = 0
+        self._active = 0
         self._retired = False
+        self._items: ItemRunner | None = None
+        self._told = False
+        """Whether the driver has this process's `describe` yet: a process Ray restarted while
+        no call was in flight is new to the driver, and its first answer says so."""
         try:
-            self._stage = build(self._boot)
+            self._stage, served = _build_served(self._boot)
+            self._items = runner_for(self._stage, served.loop if served is not None else None)
         except BaseException as exc:  # reported by describe(), as a local worker's FAILED message
             self._failure = protocol.ExcInfo.capture(exc)
-        self._retry_on = tuple(self._stage.retry_on) if self._stage is not None else ()
         if self._stage is not None and boot.max_memory is not None:
             _watch_memory(boot.max_memory, ray.get_runtime_context().get_actor_id() or "")
 
     def describe(self) -> tuple[bool, Any]:
         """(True, where and how this replica runs) or (False, why setup() failed)."""
+        with self._lock:
+            self._told = True
         if self._failure is not None:
             return False, self._failure
         import ray
@@ -87,28 +91,50 @@ class ReplicaActor:
         info.update(node=ctx.get_node_id(), actor=ctx.get_actor_id(), ip=ray.util.get_node_ip_address())
         return True, info
 
-    def run(self, kind: int, payload: list[tuple[int, Any]]) -> tuple[list[protocol.Result], int | None]:
-        """The message's results, and `protocol.RECYCLE_EXIT` when this actor retires after it
-        (``teardown()`` has run: later calls run nothing, and the driver replaces the actor)."""
-        if self._retired:
-            return [], protocol.RECYCLE_EXIT
-        if kind == protocol.BATCH:
-            rows = run_batch(self._stage, payload, self._retry_on, _as_is)
-        else:
-            rows = [run_one(self._stage, tid, item, self._retry_on, _as_is) for tid, item in payload]
-        self._served += len(rows)
-        if not should_retire(self._boot, self._served):
-            return rows, None
-        self._retired = True
-        self.stop()
-        return rows, protocol.RECYCLE_EXIT
+    def run(
+        self, kind: int, payload: list[tuple[int, Any]]
+    ) -> tuple[list[protocol.Result], int | None, tuple[bool, Any] | None]:
+        """The message's results; `protocol.RECYCLE_EXIT` when this actor retires after it
+        (``teardown()`` has run: later calls run nothing, and the driver replaces the actor);
+        and `describe` when this is the first call of a process the driver has not seen (Ray
+        restarted it while idle), None otherwise. A new process whose setup() failed runs nothing.
+
+        In a concurrent actor, the call that retires it runs ``teardown()`` only if no other call
+        is running; else the last of them does, unless the driver, replacing the actor, ends it
+        first (their items go back to the queue, as a retiring worker's do)."""
+        with self._lock:
+            first, self._told = not self._told, True
+        news = self.describe() if first else None
+        if news is not None and not news[0]:
+            return [], None, news
+        with self._lock:
+            if self._retired or self._items is None:
+                return [], protocol.RECYCLE_EXIT, news
+            self._active += 1
+        rows: list[protocol.Result] = []
+        try:
+            rows = self._items.run(kind, payload)
+        finally:
+            with self._lock:
+                self._active -= 1
+                self._served += len(rows)
+                retiring = not self._retired and should_retire(self._boot, self._served)
+                self._retired = self._retired or retiring
+                last = self._retired and self._active == 0
+            if last:
+                self.stop()
+        return rows, protocol.RECYCLE_EXIT if retiring else None, news
 
     def stop(self) -> None:
         """Run teardown() before the pool kills the actor (as a local worker does on STOP)."""
-        stage, self._stage = self._stage, None  # once: after retiring, again at close
-        if stage is not None:
+        with self._lock:
+            stage, self._stage = self._stage, None  # once: after retiring, again at close
+            items, self._items = self._items, None
+        if stage is not None and items is not None:
             with contextlib.suppress(Exception):
-                stage.teardown()
+                items.complete(stage.teardown())
+        if items is not None:
+            items.close()
 
 
 def _watch_memory(limit: int, actor_id: str) -> None:

@@ -83,6 +83,11 @@ class RayPoolSet(PoolSet):
     """The engine's pools, each running its replicas on a `RayHost`; the plan says on which
     node each actor runs."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hosts: dict[str, RayHost] = {}
+        """Each stage's current host (a re-planned stage gets a new one, as its pool's counts)."""
+
     def start(self) -> None:
         """As locally, but first check that the cluster has the CPUs (and GPUs) the stages ask
         for: Ray would leave an actor it cannot place pending, and the engine would wait for
@@ -99,7 +104,19 @@ class RayPoolSet(PoolSet):
         super().start()
 
     def host_for(self, stage: Stage) -> RayHost:
-        return RayHost(stage)
+        host = RayHost(stage)
+        self._hosts[stage.stage_name] = host
+        return host
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """As locally; ``restarts`` also counts the actors Ray restarted while they held no call
+        (no call failed, so the pool saw no exit)."""
+        snap = super().stats()
+        for name, figures in snap.items():
+            host = self._hosts.get(name)
+            if host is not None:
+                figures["restarts"] += host.restarts
+        return snap
 
     def plan(self) -> str:
         return format_workers(self.workers())

@@ -37,9 +37,11 @@ def actor_gpus(stage: Stage, replica: int) -> float:
 
 def actor_options(stage: Stage, budget: WorkerBudget, caps: dict[str, str]) -> dict[str, Any]:
     """The ``.options()`` of a replica's actor. Ray restarts a dead actor (``max_restarts=-1``)
-    but never re-runs its calls (``max_task_retries=0``): parapipe's own rule retries items."""
+    but never re-runs its calls (``max_task_retries=0``): parapipe's own rule retries items. A
+    ``concurrency=N`` stage's actor runs N calls at once (a threaded actor; `items` runs them)."""
     return {
         "num_cpus": budget.threads,
+        "max_concurrency": stage.concurrency,
         "num_gpus": actor_gpus(stage, budget.replica),
         "max_restarts": -1,
         "max_task_retries": 0,

@@ -10,8 +10,11 @@ Restarts: actors are created with ``max_restarts=-1`` and ``max_task_retries=0``
 actor's process dies (SIGKILL, OOM, its node lost), Ray restarts it, on another node if need
 be, and runs ``setup()`` again; the calls it held fail, and parapipe retries their items by its
 own rule (the running message is blamed, the waiting one goes back as it is), exactly as
-locally. A replica whose ``setup()`` raised, or that retired (``max_items_per_worker``, near
-``max_memory``), is stopped for good and replaced by a new actor.
+locally. When the process dies while no call is in flight, no call fails: the restarted
+process's first answer carries its new `describe` (pid, node, cores), and the replica counts
+the restart in `stats()`, logs it and updates its row. A replica whose ``setup()`` raised, or
+that retired (``max_items_per_worker``, near ``max_memory``), is stopped for good and replaced
+by a new actor.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import ray
@@ -35,6 +39,7 @@ from ..worker.child import WorkerBoot
 from ..worker.dispatch import Task
 from ..worker.host import Exit
 from ..worker.ledger import Owner, ReplicaLedger
+from ..worker.options import is_concurrent
 from ..worker.retry import exit_reason
 from ..worker.spawn import thread_env
 from .actor import ReplicaActor, take_exit_code
@@ -54,9 +59,15 @@ class RayReplica(ReplicaLedger):
     """One actor and the thread that waits for its answers, in the order they were asked; its
     ledger is the local replica's (`ReplicaLedger`)."""
 
-    def __init__(self, owner: Owner, budget: WorkerBudget, actor: Any) -> None:
+    def __init__(
+        self, owner: Owner, budget: WorkerBudget, actor: Any, on_restart: Callable[[], None], concurrent: bool = False
+    ) -> None:
         super().__init__(owner, budget)
         self.actor = actor
+        self._concurrent = concurrent
+        """The actor runs several calls at once: answers are read as they finish, not in order."""
+        self._on_restart = on_restart
+        """Counts a restart the pool did not see (no call failed): `RayHost.restarts`."""
         self.thread = threading.Thread(
             target=self._read, name=f"parapipe-ray-{owner.name}#{budget.replica}", daemon=True
         )
@@ -82,10 +93,15 @@ class RayReplica(ReplicaLedger):
         return super().row(node=info.get("node"), ip=info.get("ip"), actor=info.get("actor"), **extra)
 
     def call(self, kind: int, payload: list[tuple[int, Any]]) -> None:
-        """Ask the actor to run one message; its answer is read in the order of the asking."""
+        """Ask the actor to run one message; its answer is read in the order of the asking, or,
+        from a concurrent actor, as soon as it is there (a slow item holds up no other)."""
+        tids = [tid for tid, _ in payload]
         with self._send_lock:
             ref = self.actor.run.remote(kind, payload)
-            self._calls.put(([tid for tid, _ in payload], ref))
+            if not self._concurrent:
+                self._calls.put((tids, ref))
+        if self._concurrent:
+            ref.future().add_done_callback(lambda _: self._calls.put((tids, ref)))
 
     def hang_up(self) -> None:
         self._calls.put(None)
@@ -116,7 +132,7 @@ class RayReplica(ReplicaLedger):
         while (call := self._calls.get()) is not None:
             tids, ref = call
             try:
-                rows, self.exitcode = ray.get(ref)
+                rows, self.exitcode, news = ray.get(ref)
             except ray.exceptions.RayActorError as exc:
                 self.death = str(exc)
                 self.exitcode = take_exit_code(self.info.get("actor"))
@@ -124,11 +140,31 @@ class RayReplica(ReplicaLedger):
             except ray.exceptions.RayError as exc:  # e.g. a result the driver cannot unpickle
                 now = time.monotonic()
                 error = protocol.ExcInfo(type(exc).__name__, str(exc), "")
-                rows = [(tid, False, error, now, now, 0.0) for tid in tids]
+                rows, news = [(tid, False, error, now, now, 0.0) for tid in tids], None
+            if news is not None and not self._restarted(*news):
+                return
             if rows:
                 self.owner.on_results(self, rows, [])
             if self.exitcode is not None:  # it retired after this message: the rest go back
                 return
+
+    def _restarted(self, ok: bool, info: Any) -> bool:
+        """Ray restarted the actor's process while it held no call: count it and take its new
+        row (True), or, when the new process's setup() failed, end this replica (False): the
+        pool then starts the actor afresh, with its start-up backoff."""
+        if not ok:
+            self.death = f"Ray restarted its process and setup() failed: {info.type}: {info.message}"
+            return False
+        old = self.info
+        log.warning(
+            "stage %r replica %d: its Ray actor's process was restarted while idle (pid %s on node %s, now "
+            "pid %s on node %s); setup() ran again",
+            self.owner.name, self.budget.replica, old.get("pid"), str(old.get("node"))[:12], info.get("pid"),
+            str(info.get("node"))[:12],
+        )  # fmt: skip
+        self._on_restart()
+        self.owner.on_ready(self, info)
+        return True
 
 
 class RayHost:
@@ -147,6 +183,8 @@ class RayHost:
         self._lock = threading.Lock()
         self._actors: dict[int, Any] = {}
         """The live actor of each replica index; Ray restarts it in place after a crash."""
+        self.restarts = 0
+        """Restarts the pool did not see (`RayReplica._restarted`), added to its count in `stats()`."""
 
     def check(self) -> None:
         """A stage's ``python=`` is Ray's ``py_executable``: Ray checks it on the node."""
@@ -156,7 +194,11 @@ class RayHost:
             actor = self._actors.get(budget.replica)
             if actor is None:
                 actor = self._actors[budget.replica] = self._new_actor(budget)
-        return RayReplica(owner, budget, actor)
+        return RayReplica(owner, budget, actor, self._count_restart, concurrent=is_concurrent(self._stage))
+
+    def _count_restart(self) -> None:
+        with self._lock:
+            self.restarts += 1
 
     def _new_actor(self, budget: WorkerBudget) -> Any:
         env = thread_env(budget.threads)
