@@ -3,7 +3,6 @@ raylet with one CPU (`ray.cluster_utils.Cluster`)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
@@ -62,8 +61,9 @@ def test_replicas_on_different_nodes_and_a_node_lost_mid_map(cluster):
 
 def _relocated(engine: pp.Engine, gone: str) -> list[dict[str, Any]]:
     """The worker rows once every replica is ready on a live node: a replica whose call failed
-    is restarted by the pool, one Ray restarted while idle reports its new node with its next
-    answer (which the map gave it); either way, within a deadline."""
+    is restarted by the pool; one that Ray restarted while idle reports its new node with its
+    next answer, so each round submits four items at once (a few ms each: least-loaded
+    dispatch spreads them over both replicas); either way, within a deadline."""
     deadline = time.monotonic() + 60
     while True:
         alive = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
@@ -71,4 +71,5 @@ def _relocated(engine: pp.Engine, gone: str) -> list[dict[str, Any]]:
         if all(w["state"] == "ready" and w["node"] in alive and w["node"] != gone for w in rows):
             return rows
         assert time.monotonic() < deadline, f"replicas not relocated to live nodes: {rows}"
-        threading.Event().wait(0.05)
+        for future in [engine.submit(i) for i in range(4)]:
+            future.result(timeout=60)

@@ -55,6 +55,18 @@ _Transient = getattr(ray.exceptions, "ActorUnavailableError", ())
 _TRANSIENT_TRIES = 20
 
 
+def _wait(ref: Any) -> Any:
+    """The value of one call, raised as `ray.get` raises it.
+
+    Not `ray.get`: a driver here has one reader thread per replica, and on a multi-node
+    cluster a blocked `ray.get` may wait for its object from the object store while holding
+    the store client's lock for up to ``get_check_signal_interval_milliseconds`` (1 s), so the
+    other readers' answers, already there, waited up to a second: items sat idle between
+    stages. The future that Ray resolves from its completion callback wakes its waiter at
+    once (benchmarks/ray_backend.py: the speech graph on 2 nodes)."""
+    return ref.future().result()
+
+
 class RayReplica(ReplicaLedger):
     """One actor and the thread that waits for its answers, in the order they were asked; its
     ledger is the local replica's (`ReplicaLedger`)."""
@@ -114,7 +126,7 @@ class RayReplica(ReplicaLedger):
     def _await_ready(self) -> bool:
         for _ in range(_TRANSIENT_TRIES):
             try:
-                ok, info = ray.get(self.actor.describe.remote())
+                ok, info = _wait(self.actor.describe.remote())
             except _Transient:
                 continue
             except ray.exceptions.RayActorError as exc:
@@ -132,7 +144,7 @@ class RayReplica(ReplicaLedger):
         while (call := self._calls.get()) is not None:
             tids, ref = call
             try:
-                rows, self.exitcode, news = ray.get(ref)
+                rows, self.exitcode, news = _wait(ref)
             except ray.exceptions.RayActorError as exc:
                 self.death = str(exc)
                 self.exitcode = take_exit_code(self.info.get("actor"))
