@@ -346,8 +346,12 @@ class Engine:
     ) -> MapWindow:
         """Chunks for cheap stages, journaled or not (the journal records each element), but
         not with ``max_inflight``, which counts items, nor through a batched stage, whose pool
-        forms the batches (chunks would bypass it)."""
-        chunked = chunked and not max_inflight and not any(s.batched for s in self._stages)
+        forms the batches (chunks would bypass it), nor through a stage with a per-item guard
+        (``timeout``, ``max_memory``): in a chunk the guard would stop the whole chunk, and its
+        offending element would be found only by running it again alone, a second timeout and
+        a second worker start."""
+        guarded = any(s.batched or s.timeout or s.max_memory is not None for s in self._stages)
+        chunked = chunked and not max_inflight and not guarded
         sized = (lambda: self._chunk_size(total)) if chunked else (lambda: 1)
         # A journaled map's items that are answered from the journal never reach a stage: any number fits a unit.
         answered = getattr(submit, "answered_ahead", None)

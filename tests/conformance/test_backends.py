@@ -199,17 +199,9 @@ def test_poison_item_fails_alone_with_worker_died(backend):
     assert isinstance(out[1], pp.WorkerDied) and out[1].attempts == 2
 
 
-def _each(e: pp.Engine, items: list[Any]) -> list[Any]:
-    """Each item submitted on its own: a map may send cheap items as one chunk, and a chunk
-    whose worker dies costs its poison element a second attempt (the chunk's) and the replica
-    a second restart, which is not what these tests are about."""
-    futures = [e.submit(item) for item in items]
-    return [f.exception(timeout=TIMEOUT) or f.result() for f in futures]
-
-
 def test_timeout_kills_and_restarts_the_replica(backend):
     with engine(S.Hang(), backend) as e:
-        out = _each(e, ["a", "hang", "b"])
+        out = list(e.map(["a", "hang", "b"], return_exceptions=True))
         assert e.run("c", timeout=TIMEOUT) == "c"
         restarts = e.stats()["Hang"]["restarts"]
     assert out[0] == "a" and out[2] == "b" and restarts == 1
@@ -225,7 +217,7 @@ def test_max_items_per_worker_retires_the_replica_without_failing_items(backend)
 
 def test_passing_max_memory_fails_the_item_alone_and_says_so(backend, caplog):
     with caplog.at_level(logging.WARNING, logger="parapipe"), engine(S.MemoryHog(), backend) as e:
-        out = _each(e, ["a", "hog", "b"])
+        out = list(e.map(["a", "hog", "b"], return_exceptions=True))
     assert out[0] == "a" and out[2] == "b"
     assert isinstance(out[1], pp.WorkerDied) and "max_memory" in str(out[1]) and out[1].attempts == 1
     text = "\n".join(r.getMessage() for r in caplog.records if r.name == "parapipe")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pickle
+import threading
 from typing import Any
 
 import parapipe as pp
+from parapipe.worker import protocol
 from parapipe.worker.execute import run_chunk
 from parapipe.worker.protocol import Chunk, ChunkResult
 
@@ -34,3 +37,12 @@ def test_elements_that_failed_upstream_are_skipped() -> None:
     assert calls == [1, 3]
     assert out.values == [2, None, 4]
     assert out.errors[1].stage == "first"
+
+
+def test_an_unpicklable_element_fails_alone_in_its_chunks_answer() -> None:
+    rows: list[Any] = [(7, True, ChunkResult([1, threading.Lock(), 3]), 0.0, 0.0, 0.0)]
+    _, (row,), _ = pickle.loads(protocol.dump_results(rows, stage="s"))
+    chunk = row[2]
+    assert row[1] is True and chunk.values == [1, None, 3] and list(chunk.errors) == [1]
+    error = chunk.errors[1]
+    assert error.stage == "s" and error.exc_type == "ResultNotPicklable" and "lock" in str(error)

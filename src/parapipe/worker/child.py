@@ -163,7 +163,7 @@ def _serve_with(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, a
         else:
             results = [run_one(stage, tid, item, retry_on, pack) for tid, item in msg[1]]
         del msg  # its arrays unmap now, unless the stage kept them: the parent may reuse those
-        send(protocol.dump_results(results, encode, transport.drain_unmapped()))
+        send(protocol.dump_results(results, encode, transport.drain_unmapped(), stage.stage_name))
         served += len(results)
         if should_retire(boot, served):
             return True

@@ -53,7 +53,7 @@ class Runner:
 
     def serve(self, conn: Connection, send: Send, retire: Retire, encode: Callable[[Any], bytes], pack: Pack) -> bool:
         """Serve until STOP (False) or until ``retire(served)`` (True), as `child._serve_with`."""
-        served = _Served(send, encode)
+        served = _Served(send, encode, self.stage.stage_name)
         if self.loop is not None:
             return self.loop.run_until_complete(_AsyncServer(self.stage, served, pack).serve(conn, retire))
         return _serve_threads(self.stage, conn, served, retire, pack)
@@ -67,9 +67,10 @@ class _Served:
     """Answers each message once (a thread that timed out may still finish), counts answers,
     and numbers the messages received, so an unreadable one can be named to the parent."""
 
-    def __init__(self, send: Send, encode: Callable[[Any], bytes]) -> None:
+    def __init__(self, send: Send, encode: Callable[[Any], bytes], stage: str) -> None:
         self.send = send
         self._encode = encode
+        self._stage = stage
         self._lock = threading.Lock()
         self.idle = threading.Condition(self._lock)
         self._pending: set[int] = set()
@@ -96,7 +97,7 @@ class _Served:
                 if self.running == 0:
                     self.idle.notify_all()
         if fresh:
-            self.send(dump_results(results, self._encode, transport.drain_unmapped()))
+            self.send(dump_results(results, self._encode, transport.drain_unmapped(), self._stage))
 
     def wait_idle(self) -> None:
         with self._lock:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import transport
-from ..errors import ItemError
+from ..errors import ItemError, StageError
 
 TASKS = 1
 STOP = 2
@@ -119,12 +119,15 @@ def dumps(msg: tuple[Any, ...]) -> bytes:
     return pickle.dumps(msg, PROTOCOL)
 
 
-def dump_results(results: list[Result], encode: Any = dumps, unmapped: list[str] | None = None) -> bytes:
-    """Encode results; a value that cannot be pickled fails its own item, not the whole message."""
+def dump_results(
+    results: list[Result], encode: Any = dumps, unmapped: list[str] | None = None, stage: str = ""
+) -> bytes:
+    """Encode results; a value that cannot be pickled fails its own item, not the whole message
+    (nor, in a map's chunk, the chunk: only that element; ``stage`` names it in that error)."""
     try:
         return encode((RESULTS, results, unmapped or []))
     except Exception:  # any pickling failure is reported per item below
-        rows = [_picklable(r) for r in results]
+        rows = [_picklable(r, stage) for r in results]
     try:
         return encode((RESULTS, rows, unmapped or []))
     except Exception as exc:  # each pickles alone, not together (recursion depth): fail them all
@@ -138,10 +141,23 @@ def unsendable(value: Any, exc: Exception) -> ExcInfo:
     )
 
 
-def _picklable(row: Result) -> Result:
-    tid, _, value, t0, t1, cpu = row
+def _picklable(row: Result, stage: str) -> Result:
+    tid, ok, value, t0, t1, cpu = row
+    if ok and type(value) is ChunkResult:
+        return (tid, True, _picklable_elements(value, stage), t0, t1, cpu)
     try:
         pickle.dumps(value, PROTOCOL)
     except Exception as exc:
         return (tid, False, unsendable(value, exc), t0, t1, cpu)
     return row
+
+
+def _picklable_elements(chunk: ChunkResult, stage: str) -> ChunkResult:
+    values, errors = list(chunk.values), dict(chunk.errors)
+    for i, value in enumerate(values):
+        try:
+            pickle.dumps(value, PROTOCOL)
+        except Exception as exc:
+            info = unsendable(value, exc)
+            values[i], errors[i] = None, StageError(stage, info.message, exc_type=info.type)
+    return ChunkResult(values, errors)
