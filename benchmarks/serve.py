@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import os
 import shutil
@@ -106,6 +107,8 @@ class Load:
 
     latencies: list[float] = field(default_factory=list)
     errors: int = 0
+    why: collections.Counter[str] = field(default_factory=collections.Counter)
+    """What the errors were: a status, or the exception a client ended with."""
     rejected: int = 0
     stuck: int = 0
     seconds: float = 0.0
@@ -117,6 +120,8 @@ class Load:
             return f"{lat[min(len(lat) - 1, int(q * len(lat)))] * 1000:.1f}" if lat else "-"
 
         rate = len(lat) / self.seconds if self.seconds else 0.0
+        if self.errors:  # said before the table, so an error count is never a mystery
+            print(f"{system}, {clients} clients: errors {dict(+self.why)}")
         return [system, clients, len(lat), f"{rate:.1f}", ms(0.50), ms(0.99), self.errors, self.rejected]
 
 
@@ -177,6 +182,7 @@ async def closed_loop(url: str, clients: int, seconds: float, request: bytes) ->
                     await asyncio.sleep(min(retry_after, max(0.0, deadline - t0)))
                 elif status != 200:
                     load.errors += 1
+                    load.why[f"HTTP {status}"] += 1
                 else:
                     load.latencies.append(time.perf_counter() - t0)
         finally:
@@ -186,10 +192,20 @@ async def closed_loop(url: str, clients: int, seconds: float, request: bytes) ->
     _, stuck = await asyncio.wait(tasks, timeout=seconds + HANG_SECONDS)
     for task in stuck:  # a request that never came back counts as an error, not a wait forever
         task.cancel()
-    load.errors += len(stuck) + sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
-    load.stuck = len(stuck)
+    _count_ended(load, tasks, stuck)
     load.seconds = time.perf_counter() - start
     return load
+
+
+def _count_ended(load: Load, tasks: list[asyncio.Task[None]], stuck: set[asyncio.Task[None]]) -> None:
+    """Clients that never came back, or ended with an exception, count as errors, by cause."""
+    load.stuck = len(stuck)
+    load.errors += len(stuck)
+    load.why["no answer"] += len(stuck)
+    for task in tasks:
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            load.errors += 1
+            load.why[type(task.exception()).__name__] += 1
 
 
 @contextlib.contextmanager
@@ -276,6 +292,7 @@ async def job_loop(url: str, clients: int, seconds: float, body: bytes) -> Load:
                 status, sent = await answer(reader, writer, post(url, "/v1/jobs", body, "application/json"))
                 if status != 202:
                     load.errors += 1
+                    load.why[f"HTTP {status}"] += 1
                     continue
                 state = "queued"
                 while state in ("queued", "running"):
@@ -286,6 +303,7 @@ async def job_loop(url: str, clients: int, seconds: float, body: bytes) -> Load:
                     load.latencies.append(time.perf_counter() - t0)
                 else:
                     load.errors += 1
+                    load.why[f"job {state}"] += 1
         finally:
             writer.close()
 
@@ -293,8 +311,7 @@ async def job_loop(url: str, clients: int, seconds: float, body: bytes) -> Load:
     _, stuck = await asyncio.wait(tasks, timeout=seconds + HANG_SECONDS)
     for task in stuck:
         task.cancel()
-    load.errors += len(stuck) + sum(1 for t in tasks if t.done() and not t.cancelled() and t.exception())
-    load.stuck = len(stuck)
+    _count_ended(load, tasks, stuck)
     load.seconds = time.perf_counter() - start
     return load
 

@@ -348,3 +348,20 @@ def test_the_journal_is_private_and_pruned(tmp_path: Path) -> None:
         assert httpx.get(f"{server.url}/v1/jobs/{ids[0]}").status_code == 404
     finally:
         server.stop()
+
+
+def test_a_body_refused_unread_is_no_request_head(limited: Server) -> None:
+    """A request refused before its body is read (here 401, no key): the body that still
+    arrives is a body, however long, not a head over --max-header-bytes, and the connection
+    serves its next request."""
+    body = b"x" * 200_000  # several times --max-header-bytes
+    with _raw(limited) as sock:
+        sock.sendall(_head("/v1/run", len(body)) + body + b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data = b""
+        while data.count(b"HTTP/1.1 ") < 2:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 401") and b"431" not in data
+    assert b"HTTP/1.1 200" in data, data  # the request after the refused body was served

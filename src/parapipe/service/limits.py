@@ -27,13 +27,23 @@ def guarded_protocol(header_timeout: float, max_connections: int, max_header_byt
     base: Any
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+
+        httptools = True
     except ImportError:  # httptools is optional in uvicorn: its h11 protocol serves the same
         from uvicorn.protocols.http.h11_impl import H11Protocol as base
+
+        httptools = False
 
     class Guarded(base):
         _head_timer: asyncio.TimerHandle | None = None
         _head_bytes = 0
         _parsed_head = 0
+        _in_head = True
+        """Between requests or inside a head (httptools' callbacks say which): the time the
+        bounds apply. Not "no response pending": an app may answer before it reads the body (a
+        refusal), and the rest of that body is no head, however long."""
+        _crossed = False
+        """A message ended inside the chunk being parsed, so the chunk is not all head."""
 
         def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
@@ -46,17 +56,34 @@ def guarded_protocol(header_timeout: float, max_connections: int, max_header_byt
         def data_received(self, data: bytes) -> None:
             if self._awaiting_head():
                 self._arm()
+            self._crossed = False
             super().data_received(data)
             if not self._awaiting_head():
                 self._disarm()
                 return
-            self._head_bytes += len(data)  # counted only while the head is still incomplete
+            if self._crossed:  # the chunk ended a message (its tail was body): count the new head from here on
+                self._head_bytes = 0
+                return
+            self._head_bytes += len(data)  # the whole chunk was head: counted only while it is incomplete
             if self._head_bytes > max_header_bytes and not self.transport.is_closing():
                 log.info("refused a request head over %d bytes", max_header_bytes)
                 self.transport.write(b"HTTP/1.1 431 Request Header Fields Too Large\r\nconnection: close\r\n\r\n")
                 self.transport.close()
 
-        def on_url(self, url: bytes) -> None:  # httptools' callbacks: the head as it is parsed
+        def on_message_begin(self) -> None:  # httptools' callbacks: where the parser is
+            self._in_head = True
+            self._parsed_head = 0
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            self._in_head = False
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            self._in_head = self._crossed = True
+            super().on_message_complete()
+
+        def on_url(self, url: bytes) -> None:  # and the head as it is parsed
             self._count_head(len(url))
             super().on_url(url)
 
@@ -79,7 +106,9 @@ def guarded_protocol(header_timeout: float, max_connections: int, max_header_byt
             super().connection_lost(exc)
 
         def _awaiting_head(self) -> bool:
-            return self.cycle is None or self.cycle.response_complete
+            if httptools:
+                return self._in_head
+            return self.cycle is None or self.cycle.response_complete  # h11: its own head limit
 
         def _arm(self) -> None:
             if self._head_timer is None and header_timeout > 0:
