@@ -365,3 +365,19 @@ def test_a_body_refused_unread_is_no_request_head(limited: Server) -> None:
             data += chunk
     assert data.startswith(b"HTTP/1.1 401") and b"431" not in data
     assert b"HTTP/1.1 200" in data, data  # the request after the refused body was served
+
+
+def test_a_long_poll_outlasts_the_header_timeout(tmp_path: Path, gates: Gates) -> None:
+    """--header-timeout bounds the wait for a request head, not the app's answer: a job's long
+    poll (the server waits 2 s for it, twice the limit) is answered on its connection."""
+    server = start_server("gated", tmp_path, "--header-timeout", "1", env={GATE_ENV: str(gates.root)})
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+            job = client.post("/v1/jobs", json={"item": gates.item("held")})
+            assert job.status_code == 202
+            polled = client.get(f"/v1/jobs/{job.json()['id']}", params={"wait": 2})
+            assert polled.status_code == 200 and polled.json()["state"] in ("queued", "running")
+            gates.release("held")
+    finally:
+        gates.release_all()
+        server.stop()

@@ -106,9 +106,9 @@ def guarded_protocol(header_timeout: float, max_connections: int, max_header_byt
             super().connection_lost(exc)
 
         def _awaiting_head(self) -> bool:
-            if httptools:
-                return self._in_head
-            return self.cycle is None or self.cycle.response_complete  # h11: its own head limit
+            """No response is due (an app may take long: a long poll) and no body is arriving."""
+            idle = self.cycle is None or self.cycle.response_complete
+            return idle and self._in_head if httptools else idle  # h11: its own head limit
 
         def _arm(self) -> None:
             if self._head_timer is None and header_timeout > 0:
