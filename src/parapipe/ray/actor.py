@@ -27,6 +27,7 @@ import psutil
 
 from ..worker import protocol
 from ..worker.child import WorkerBoot, _build_served, describe, rss_bytes, should_retire
+from .blobs import is_large, split_large
 from .items import ItemRunner, runner_for
 
 __all__ = ["ReplicaActor", "claim_cores", "take_exit_code"]
@@ -91,13 +92,25 @@ class ReplicaActor:
         info.update(node=ctx.get_node_id(), actor=ctx.get_actor_id(), ip=ray.util.get_node_ip_address())
         return True, info
 
-    def run(
+    def run(self, kind: int, payload: list[tuple[int, Any]], split: bool = False) -> Any:
+        """`answer`, alone, or, with ``split`` (the driver asked for two returns), the answer
+        with its large results replaced by `blobs.Blob` markers and those results as the second
+        return, which the driver owns (`blobs`)."""
+        answer = self.answer(kind, payload)
+        if not split:
+            return answer
+        rows, exitcode, news, _ = answer
+        rows, large = split_large(rows)
+        return (rows, exitcode, news, False), large
+
+    def answer(
         self, kind: int, payload: list[tuple[int, Any]]
-    ) -> tuple[list[protocol.Result], int | None, tuple[bool, Any] | None]:
+    ) -> tuple[list[protocol.Result], int | None, tuple[bool, Any] | None, bool]:
         """The message's results; `protocol.RECYCLE_EXIT` when this actor retires after it
         (``teardown()`` has run: later calls run nothing, and the driver replaces the actor);
         and `describe` when this is the first call of a process the driver has not seen (Ray
-        restarted it while idle), None otherwise. A new process whose setup() failed runs nothing.
+        restarted it while idle), None otherwise; and whether a result was large (`is_large`:
+        the driver then splits this stage's calls). A new process whose setup() failed runs nothing.
 
         In a concurrent actor, the call that retires it runs ``teardown()`` only if no other call
         is running; else the last of them does, unless the driver, replacing the actor, ends it
@@ -106,10 +119,10 @@ class ReplicaActor:
             first, self._told = not self._told, True
         news = self.describe() if first else None
         if news is not None and not news[0]:
-            return [], None, news
+            return [], None, news, False
         with self._lock:
             if self._retired or self._items is None:
-                return [], protocol.RECYCLE_EXIT, news
+                return [], protocol.RECYCLE_EXIT, news, False
             self._active += 1
         rows: list[protocol.Result] = []
         try:
@@ -123,7 +136,8 @@ class ReplicaActor:
                 last = self._retired and self._active == 0
             if last:
                 self.stop()
-        return rows, protocol.RECYCLE_EXIT if retiring else None, news
+        large = any(ok and is_large(value) for _, ok, value, *_ in rows)
+        return rows, protocol.RECYCLE_EXIT if retiring else None, news, large
 
     def stop(self) -> None:
         """Run teardown() before the pool kills the actor (as a local worker does on STOP)."""

@@ -43,6 +43,7 @@ from ..worker.options import is_concurrent
 from ..worker.retry import exit_reason
 from ..worker.spawn import thread_env
 from .actor import ReplicaActor, take_exit_code
+from .blobs import resolve
 from .env import actor_options
 
 __all__ = ["RayHost", "RayReplica"]
@@ -72,10 +73,19 @@ class RayReplica(ReplicaLedger):
     ledger is the local replica's (`ReplicaLedger`)."""
 
     def __init__(
-        self, owner: Owner, budget: WorkerBudget, actor: Any, on_restart: Callable[[], None], concurrent: bool = False
+        self,
+        owner: Owner,
+        budget: WorkerBudget,
+        actor: Any,
+        on_restart: Callable[[], None],
+        concurrent: bool = False,
+        split: threading.Event | None = None,
     ) -> None:
         super().__init__(owner, budget)
         self.actor = actor
+        self._split = split if split is not None else threading.Event()
+        """Set once one of the stage's answers was large: its calls return large results apart
+        (`blobs`), shared by the stage's replicas."""
         self._concurrent = concurrent
         """The actor runs several calls at once: answers are read as they finish, not in order."""
         self._on_restart = on_restart
@@ -84,7 +94,8 @@ class RayReplica(ReplicaLedger):
             target=self._read, name=f"parapipe-ray-{owner.name}#{budget.replica}", daemon=True
         )
         self._send_lock = threading.Lock()
-        self._calls: queue.SimpleQueue[tuple[list[int], Any] | None] = queue.SimpleQueue()
+        self._calls: queue.SimpleQueue[tuple[list[int], Any, Any] | None] = queue.SimpleQueue()
+        """Each call's items, its answer and, for a split call, the object of its large results."""
         self.death = ""
         """What Ray said when the actor died."""
         self.exitcode: int | None = None
@@ -109,11 +120,14 @@ class RayReplica(ReplicaLedger):
         from a concurrent actor, as soon as it is there (a slow item holds up no other)."""
         tids = [tid for tid, _ in payload]
         with self._send_lock:
-            ref = self.actor.run.remote(kind, payload)
+            if self._split.is_set():
+                ref, blobs = self.actor.run.options(num_returns=2).remote(kind, payload, True)
+            else:
+                ref, blobs = self.actor.run.remote(kind, payload), None
             if not self._concurrent:
-                self._calls.put((tids, ref))
+                self._calls.put((tids, ref, blobs))
         if self._concurrent:
-            ref.future().add_done_callback(lambda _: self._calls.put((tids, ref)))
+            ref.future().add_done_callback(lambda _: self._calls.put((tids, ref, blobs)))
 
     def hang_up(self) -> None:
         self._calls.put(None)
@@ -142,9 +156,9 @@ class RayReplica(ReplicaLedger):
 
     def _serve(self) -> None:
         while (call := self._calls.get()) is not None:
-            tids, ref = call
+            tids, ref, blobs = call
             try:
-                rows, self.exitcode, news = _wait(ref)
+                rows, self.exitcode, news, large = _wait(ref)
             except ray.exceptions.RayActorError as exc:
                 self.death = str(exc)
                 self.exitcode = take_exit_code(self.info.get("actor"))
@@ -152,7 +166,11 @@ class RayReplica(ReplicaLedger):
             except ray.exceptions.RayError as exc:  # e.g. a result the driver cannot unpickle
                 now = time.monotonic()
                 error = protocol.ExcInfo(type(exc).__name__, str(exc), "")
-                rows, news = [(tid, False, error, now, now, 0.0) for tid in tids], None
+                rows, news, large = [(tid, False, error, now, now, 0.0) for tid in tids], None, False
+            if large:
+                self._split.set()
+            elif blobs is not None:
+                rows = resolve(rows, blobs)
             if news is not None and not self._restarted(*news):
                 return
             if rows:
@@ -193,6 +211,8 @@ class RayHost:
         self._max_memory = parse_size(stage.max_memory)
         self.arena = transport.SegmentArena()  # stays empty: Ray moves the large buffers
         self._lock = threading.Lock()
+        self._split = threading.Event()
+        """The stage's answers were large once: its calls return them apart (`RayReplica`)."""
         self._actors: dict[int, Any] = {}
         """The live actor of each replica index; Ray restarts it in place after a crash."""
         self.restarts = 0
@@ -206,7 +226,9 @@ class RayHost:
             actor = self._actors.get(budget.replica)
             if actor is None:
                 actor = self._actors[budget.replica] = self._new_actor(budget)
-        return RayReplica(owner, budget, actor, self._count_restart, concurrent=is_concurrent(self._stage))
+        return RayReplica(
+            owner, budget, actor, self._count_restart, concurrent=is_concurrent(self._stage), split=self._split
+        )
 
     def _count_restart(self) -> None:
         with self._lock:

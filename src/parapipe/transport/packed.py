@@ -63,5 +63,5 @@ class Packed:
 
 
 def unpacked(value: Any) -> Any:
-    """The value itself, whether or not it arrived as a `Packed`."""
-    return value.unpack() if type(value) is Packed else value
+    """The value itself, whether or not it arrived as a `Packed` (or a backend's subclass)."""
+    return value.unpack() if isinstance(value, Packed) else value
