@@ -26,7 +26,7 @@ from typing import Any
 import psutil
 
 from ..worker import protocol
-from ..worker.child import WorkerBoot, _build_served, describe, rss_bytes, should_retire
+from ..worker.child import WorkerBoot, build, describe, rss_bytes, should_retire
 from .blobs import is_large, split_large
 from .items import ItemRunner, runner_for
 
@@ -72,7 +72,7 @@ class ReplicaActor:
         """Whether the driver has this process's `describe` yet: a process Ray restarted while
         no call was in flight is new to the driver, and its first answer says so."""
         try:
-            self._stage, served = _build_served(self._boot)
+            self._stage, served = build(self._boot)
             self._items = runner_for(self._stage, served.loop if served is not None else None)
         except BaseException as exc:  # reported by describe(), as a local worker's FAILED message
             self._failure = protocol.ExcInfo.capture(exc)

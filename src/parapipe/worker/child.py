@@ -53,7 +53,7 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
     send = _Sender(conn)
     _install_log_forwarding(send, boot)
     try:
-        stage, runner = _build_served(boot)
+        stage, runner = build(boot)
     except BaseException as exc:
         send(protocol.dumps((protocol.FAILED, protocol.ExcInfo.capture(exc))))
         return
@@ -70,14 +70,10 @@ def main(conn: Connection, boot: WorkerBoot) -> None:
         sys.exit(protocol.RECYCLE_EXIT)
 
 
-def build(boot: WorkerBoot) -> Any:
-    """The stage, set up (the Ray actor's entry: it serves one message at a time)."""
-    return _build_served(boot)[0]
-
-
-def _build_served(boot: WorkerBoot) -> tuple[Any, Any]:
+def build(boot: WorkerBoot) -> tuple[Any, Any]:
     """The stage, set up, and the `concurrent.Runner` that serves it when it runs several items
-    at once or is ``async`` (None for the plain serial loop, which imports no asyncio)."""
+    at once or is ``async`` (None for the plain serial loop, which imports no asyncio). A worker
+    process and a Ray actor (`parapipe.ray.actor`) both start here."""
     os.environ.update(boot.env)  # again, for fork/forkserver where exec-time env did not apply
     pin_all_threads(boot.cores)
     context._set_current(
