@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import ConfigError, JournalError
 from .codec import DEFAULT_MAX_RESULT_BYTES
-from .sql import SqlJournal
+from .sql import SqlJournal, schema
 from .store import DEFAULT_LEASE
 
 try:
@@ -36,39 +36,7 @@ __all__ = ["CHANNEL", "PostgresJournal"]
 CHANNEL = "parapipe_journal"
 """The NOTIFY channel; the payload is the run's name."""
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    seq          BIGSERIAL PRIMARY KEY,
-    run          TEXT    NOT NULL,
-    key          TEXT    NOT NULL,
-    state        TEXT    NOT NULL
-                 CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    retryable    INTEGER NOT NULL DEFAULT 0,
-    created      DOUBLE PRECISION NOT NULL,
-    started      DOUBLE PRECISION,
-    finished     DOUBLE PRECISION,
-    error        TEXT,
-    result_kind  TEXT,
-    result       BYTEA,
-    payload_kind TEXT,
-    payload      BYTEA,
-    owner        TEXT,
-    lease_until  DOUBLE PRECISION,
-    UNIQUE (run, key)
-);
-CREATE INDEX IF NOT EXISTS items_by_state ON items (run, state, seq);
-CREATE TABLE IF NOT EXISTS attempts (
-    run      TEXT    NOT NULL,
-    key      TEXT    NOT NULL,
-    attempt  INTEGER NOT NULL,
-    state    TEXT    NOT NULL,
-    error    TEXT,
-    started  DOUBLE PRECISION,
-    finished DOUBLE PRECISION,
-    PRIMARY KEY (run, key, attempt)
-)
-"""
+_SCHEMA = schema(serial="BIGSERIAL", real="DOUBLE PRECISION", blob="BYTEA")
 
 # Two runners creating the tables at once would race on the catalog: one holds this lock.
 _SCHEMA_LOCK = 0x70617261  # "para"
@@ -127,7 +95,7 @@ class PostgresJournal(SqlJournal):
             try:
                 with conn.transaction():
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_SCHEMA_LOCK,))
-                    for statement in _SCHEMA.split(";"):
+                    for statement in _SCHEMA:
                         conn.execute(statement)
             except BaseException:
                 conn.close()

@@ -23,7 +23,47 @@ from .base import SqlBase
 from .codec import COLUMNS, INTERRUPTED, SOURCES, Change, Record, State, Write
 from .store import Reclaim, owner_is_dead
 
-__all__ = ["SqlJournal"]
+__all__ = ["SqlJournal", "schema"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    seq          {serial} PRIMARY KEY,
+    run          TEXT    NOT NULL,
+    key          TEXT    NOT NULL,
+    state        TEXT    NOT NULL
+                 CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    retryable    INTEGER NOT NULL DEFAULT 0,
+    created      {real} NOT NULL,
+    started      {real},
+    finished     {real},
+    error        TEXT,
+    result_kind  TEXT,
+    result       {blob},
+    payload_kind TEXT,
+    payload      {blob},
+    owner        TEXT,
+    lease_until  {real},
+    UNIQUE (run, key)
+);
+CREATE INDEX IF NOT EXISTS items_by_state ON items (run, state, seq);
+CREATE TABLE IF NOT EXISTS attempts (
+    run      TEXT    NOT NULL,
+    key      TEXT    NOT NULL,
+    attempt  INTEGER NOT NULL,
+    state    TEXT    NOT NULL,
+    error    TEXT,
+    started  {real},
+    finished {real},
+    PRIMARY KEY (run, key, attempt)
+)
+"""
+
+
+def schema(*, serial: str, real: str, blob: str) -> list[str]:
+    """The tables' statements in a backend's spelling of an auto-increment key, a float and a
+    byte string: one schema, so the two backends cannot drift apart."""
+    return [s for s in _SCHEMA.format(serial=serial, real=real, blob=blob).split(";") if s.strip()]
 
 _MOVE = (
     "UPDATE items SET state = ?, finished = ?, error = ?, retryable = ?, result_kind = ?, result = ?"

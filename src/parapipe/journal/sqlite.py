@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import JournalError
 from .codec import DEFAULT_MAX_RESULT_BYTES
-from .sql import SqlJournal
+from .sql import SqlJournal, schema
 from .store import DEFAULT_LEASE
 
 __all__ = ["Journal"]
@@ -30,39 +30,7 @@ __all__ = ["Journal"]
 # 2: leases (owner, lease_until), and the attempts table keeps only earlier attempts.
 _SCHEMA_VERSION = 2
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS items (
-    seq          INTEGER PRIMARY KEY,
-    run          TEXT    NOT NULL,
-    key          TEXT    NOT NULL,
-    state        TEXT    NOT NULL
-                 CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    retryable    INTEGER NOT NULL DEFAULT 0,
-    created      REAL    NOT NULL,
-    started      REAL,
-    finished     REAL,
-    error        TEXT,
-    result_kind  TEXT,
-    result       BLOB,
-    payload_kind TEXT,
-    payload      BLOB,
-    owner        TEXT,
-    lease_until  REAL,
-    UNIQUE (run, key)
-);
-CREATE INDEX IF NOT EXISTS items_by_state ON items (run, state, seq);
-CREATE TABLE IF NOT EXISTS attempts (
-    run      TEXT    NOT NULL,
-    key      TEXT    NOT NULL,
-    attempt  INTEGER NOT NULL,
-    state    TEXT    NOT NULL,
-    error    TEXT,
-    started  REAL,
-    finished REAL,
-    PRIMARY KEY (run, key, attempt)
-);
-"""
+_SCHEMA = schema(serial="INTEGER", real="REAL", blob="BLOB")
 
 _FROM_V1 = [
     "ALTER TABLE items ADD COLUMN owner TEXT",
@@ -222,9 +190,8 @@ def _create_schema(conn: sqlite3.Connection, path: str) -> None:
         if version == 1:
             for statement in _FROM_V1:
                 conn.execute(statement)
-        for statement in _SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
+        for statement in _SCHEMA:
+            conn.execute(statement)
         conn.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
     except BaseException:
         conn.rollback()
