@@ -4,7 +4,6 @@ where its replicas run. Stages are module level so workers and actors can import
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import signal
@@ -13,11 +12,11 @@ import sys
 import threading
 from typing import Any
 
-import psutil
 import pytest
 
 import parapipe as pp
 from tests.integration import _stages as S
+from tests.integration._driver_kill import kill_then_rerun
 
 TIMEOUT = 60
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -271,30 +270,12 @@ def test_plan_and_workers_say_where_each_replica_runs(backend):
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_journal_resume_after_a_driver_sigkill(backend, tmp_path):
-    items = tmp_path / "items.txt"
-    items.write_text("".join(f"k-{i:03d}\n" for i in range(200)))
-    out, db, fifo = tmp_path / "out.jsonl", tmp_path / "run.db", tmp_path / "fifo"
-    os.mkfifo(fifo)
-    cmd = [sys.executable, "-m", "parapipe.cli", "run", "tests.conformance.test_backends:signal_graph",
-           "--items", str(items), "--out", str(out), "--journal", str(db)]  # fmt: skip
-    env = {**os.environ, "PARAPIPE_TEST_FIFO": str(fifo), "PARAPIPE_TEST_SIGNAL_AT": "k-100"}
-    env["PYTHONPATH"] = os.pathsep.join([os.path.join(ROOT, "src"), ROOT, env.get("PYTHONPATH", "")])
+    env = {}
     if backend == "ray":
         import ray
 
-        env.update(PARAPIPE_BACKEND="ray", PARAPIPE_RAY_ADDRESS=ray.get_runtime_context().gcs_address)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    with open(fifo) as f:
-        assert f.readline() == "reached\n"
-    workers = psutil.Process(proc.pid).children(recursive=True)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(60)
-    psutil.wait_procs(workers, timeout=10)
-    assert len(out.read_text().splitlines()) < 200
-
-    env.pop("PARAPIPE_TEST_FIFO")
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=180)
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+        env = {"PARAPIPE_BACKEND": "ray", "PARAPIPE_RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    lines = kill_then_rerun(tmp_path, "tests.conformance.test_backends:signal_graph", 200, env=env)
     keys = [line["key"] for line in lines]
     assert len(keys) == 200 and len(set(keys)) == 200
     assert all(line["result"] == f"{line['key']}-done" for line in lines)

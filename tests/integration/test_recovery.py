@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import signal
-import subprocess
-import sys
 
-import psutil
 import pytest
 
 import parapipe as pp
 from parapipe.journal import Journal, State
 
 from . import _stages as S
+from ._driver_kill import kill_then_rerun
 
 # Kills come every 50 ms; a spawned worker under pytest needs ~0.5 s to start (it re-imports
 # pytest as its __main__), forkserver ~20 ms, so with spawn the pool would be dead most of the time.
 START_METHOD = "forkserver"
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def test_rerun_returns_stored_results_without_running_again(tmp_path):
@@ -66,26 +62,7 @@ def test_chaos_every_item_done_exactly_once(tmp_path):
 
 
 def test_parent_sigkill_mid_run_then_rerun_gives_each_key_once(tmp_path):
-    items = tmp_path / "items.txt"
-    items.write_text("".join(f"k-{i:03d}\n" for i in range(500)))
-    out, db, fifo = tmp_path / "out.jsonl", tmp_path / "run.db", tmp_path / "fifo"
-    os.mkfifo(fifo)
-    cmd = [sys.executable, "-m", "parapipe.cli", "run", "tests.integration._stages:signal_graph",
-           "--items", str(items), "--out", str(out), "--journal", str(db)]  # fmt: skip
-    env = {**os.environ, "PARAPIPE_TEST_FIFO": str(fifo), "PARAPIPE_TEST_SIGNAL_AT": "k-250"}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
-    with open(fifo) as f:
-        assert f.readline() == "reached\n"
-    workers = psutil.Process(proc.pid).children(recursive=True)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait(60)
-    psutil.wait_procs(workers, timeout=10)
-    partial = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    assert len(partial) < 500
-
-    env.pop("PARAPIPE_TEST_FIFO")
-    subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=120)
-    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    lines = kill_then_rerun(tmp_path, "tests.integration._stages:signal_graph", 500)
     keys = [line["key"] for line in lines]
     assert len(keys) == 500 and len(set(keys)) == 500
     assert all(line["result"] == f"{line['key']}-done" for line in lines)
