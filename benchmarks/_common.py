@@ -17,7 +17,7 @@ import os
 import platform
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +92,42 @@ def add_plot_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", type=Path, metavar="PATH", help="also draw the table to PATH (.svg or .png)")
     parser.add_argument("--plot-from", type=Path, metavar="PAGE",
                         help="measure nothing: draw the table published in PAGE to --plot")  # fmt: skip
+
+
+def parse_args(
+    parser: argparse.ArgumentParser, figure: Figure, argv: Sequence[str] | None = None
+) -> argparse.Namespace | None:
+    """The script's options plus ``--plot``/``--plot-from``; None when ``--plot-from`` already
+    drew the published table (the script then measures nothing)."""
+    add_plot_options(parser)
+    args = parser.parse_args(argv)
+    if args.plot_from:
+        plot_page(figure, args.plot_from, args.plot)
+        return None
+    return args
+
+
+def round_trips(call: Callable[[int], Any], n: int, warmup: int = 100) -> tuple[float, float]:
+    """Median and 99th percentile, in µs, of ``n`` sequential ``call(i)``, after ``warmup`` calls
+    that are not counted (worker start-up, first imports)."""
+    for i in range(min(warmup, n)):
+        call(i)
+    samples = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        call(i)
+        samples.append(time.perf_counter() - t0)
+    samples.sort()
+    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
+
+
+def report(
+    figure: Figure, headers: Sequence[str], rows: Sequence[Sequence[Any]], plot: Path | None, **table: Any
+) -> None:
+    """Print the script's one table, and draw it to ``plot`` when asked."""
+    if plot:
+        plot_table(figure, headers, rows, plot)
+    print_table(headers, rows, **table)
 
 
 def plot_page(figure: Figure, page: Path, path: Path | None) -> int:

@@ -25,7 +25,7 @@ import numpy as np
 import parapipe as pp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Figure, add_plot_options, cores_seen, machine_line, plot_page, plot_table, print_table
+from _common import Figure, cores_seen, machine_line, parse_args, report
 
 WIDTH, DEPTH = 64, 48
 
@@ -173,10 +173,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--batch-wait", type=float, default=0.005)
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE)
+    if args is None:
         return
     a, b = cost_model()
     rates: list[float | None] = [200, 1000, 3000, None]
@@ -214,11 +212,11 @@ def main() -> None:
     if ray_max:
         notes.append(f"parapipe batching vs ray serve.batch at max load: {on_max / ray_max:.1f}x the throughput")
     headers = ["batching", "offered req/s", "achieved req/s", "p50 ms", "p99 ms"]
-    if args.plot:
-        plot_table(FIGURE, headers, rows, args.plot)
-    print_table(
+    report(
+        FIGURE,
         headers,
         rows,
+        args.plot,
         title=f"batching: {DEPTH}-layer {WIDTH}-wide MLP, one replica, one thread",
         notes=notes,
     )

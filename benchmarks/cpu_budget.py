@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import CpuMeter, Figure, add_plot_options, blas_info, machine_line, plot_page, plot_table, print_table
+from _common import CpuMeter, Figure, blas_info, machine_line, parse_args, plot_table, print_table
 
 import parapipe as pp
 
@@ -218,10 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=40, help="items per variant and round (default 40)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds of all four variants (default 3)")
     parser.add_argument("--quick", action="store_true", help="12 items, one round: a smoke run, not a measurement")
-    add_plot_options(parser)
-    args = parser.parse_args(argv)
-    if args.plot_from:
-        return plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE, argv)
+    if args is None:
+        return 0
     n, repeat = (12, 1) if args.quick else (args.items, args.repeat)
     items = list(range(n))
     warmup = list(range(1000, 1004))

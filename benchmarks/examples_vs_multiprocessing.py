@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
+from _common import Figure, machine_line, parse_args, plot_table, print_table
 
 ROOT = Path(__file__).resolve().parents[1]
 EX, HAND = ROOT / "examples", ROOT / "benchmarks" / "handrolled"
@@ -79,8 +79,10 @@ def batch_rows(scale: int) -> list[list[object]]:
         pp_wall = sh(["-m", "parapipe.cli", "run", "clean:clean", "data", "--sink", "clean:Combined", "--out",
                       "c.csv", "--journal", "c.db"], d, "file_cleaning")  # fmt: skip
         hand = sh([str(HAND / "clean_pool.py"), "data"], d)
-        rows += [row("file cleaning", "parapipe", pp_wall, [EX / "file_cleaning/clean.py"], SURVIVES["parapipe"]),
-                 row("file cleaning", "Pool + writer", hand, [HAND / "clean_pool.py"], SURVIVES["by hand"])]
+        rows += [
+            row("file cleaning", "parapipe", pp_wall, [EX / "file_cleaning/clean.py"], SURVIVES["parapipe"]),
+            row("file cleaning", "Pool + writer", hand, [HAND / "clean_pool.py"], SURVIVES["by hand"]),
+        ]
 
         (d / "tasks.jsonl").write_text(subprocess.check_output([sys.executable, str(EX / "task_pool/make_tasks.py"),
                                                                 str(100 * scale)], text=True))  # fmt: skip
@@ -117,8 +119,10 @@ def server_rows(count: int) -> list[list[object]]:
             proc.wait(60)
         hand = sh([str(HAND / "server_queues.py"), str(count)], Path(tmp))
     survives = "server restart: journaled jobs answered after it; a dead worker: item retried"
-    return [row("inference server", "parapipe serve", pp_wall, [EX / "inference_server/server.py"], survives),
-            row("inference server", "queues, no HTTP", hand, [HAND / "server_queues.py"], SURVIVES["by hand"])]
+    return [
+        row("inference server", "parapipe serve", pp_wall, [EX / "inference_server/server.py"], survives),
+        row("inference server", "queues, no HTTP", hand, [HAND / "server_queues.py"], SURVIVES["by hand"]),
+    ]
 
 
 FIGURE = Figure("the four example systems against hand-rolled multiprocessing", ("system", "version"),
@@ -128,10 +132,8 @@ FIGURE = Figure("the four example systems against hand-rolled multiprocessing", 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--scale", type=int, default=1, help="data size multiplier (1: 24 images, 100 files)")
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE)
+    if args is None:
         return
     rows = batch_rows(args.scale) + server_rows(300 * args.scale)
     headers = ["system", "version", "wall s", "lines of code", "what survives a crash"]

@@ -24,7 +24,7 @@ import tempfile
 import time
 from typing import Any
 
-from _common import Figure, add_plot_options, plot_page, plot_table
+from _common import Figure, parse_args, plot_table
 
 import parapipe as pp
 
@@ -97,14 +97,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE)
+    if args is None:
         return
     logging.getLogger("parapipe").setLevel(logging.ERROR)  # the expected restarts would flood the table
-    print(f"# faults: {args.items} items, {len(CRASHERS)} of them kill their worker, "
-          f"{args.workers} workers, {len(os.sched_getaffinity(0))} cores seen\n")
+    print(
+        f"# faults: {args.items} items, {len(CRASHERS)} of them kill their worker, "
+        f"{args.workers} workers, {len(os.sched_getaffinity(0))} cores seen\n"
+    )
     headers = ["scenario", "system", "correct results", "errors", "precise WorkerDied errors", "wall s"]
     print("| " + " | ".join(headers) + " |")
     print("|---|---|---:|---:|---:|---:|")

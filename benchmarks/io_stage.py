@@ -28,7 +28,7 @@ import parapipe as pp
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
+from _common import Figure, machine_line, parse_args, plot_table, print_table
 from tests.integration._io_server import LatencyServer
 from tests.integration._io_stages import afetch
 
@@ -114,10 +114,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, default=50)
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        raise SystemExit(plot_page(FIGURE, args.plot_from, args.plot))
+    args = parse_args(parser, FIGURE)
+    if args is None:
+        return
     n = args.concurrency
     ways = {
         f"parapipe concurrency={n}, threads (1 worker)": _parapipe(pp.stage(fetch, concurrency=n)),

@@ -27,7 +27,7 @@ import parapipe as pp
 from parapipe.journal import Journal, State, Write
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import Figure, add_plot_options, machine_line, plot_page, print_table
+from _common import Figure, machine_line, parse_args, print_table
 
 
 def noop(x: Any) -> Any:
@@ -101,10 +101,8 @@ def main() -> None:
     parser.add_argument("--resume", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE)
+    if args is None:
         return
     if args.plot:
         raise SystemExit("the figure compares two runs (before, after): write them in the page, then --plot-from it")

@@ -21,25 +21,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _common import Figure, add_plot_options, plot_page, plot_table
+from _common import Figure, parse_args, plot_table, round_trips
 
 import parapipe as pp
 
 
 def noop(x: Any) -> Any:
     return x
-
-
-def _round_trips(call: Callable[[int], Any], n: int) -> tuple[float, float]:
-    for i in range(min(200, n)):
-        call(i)
-    samples = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        call(i)
-        samples.append(time.perf_counter() - t0)
-    samples.sort()
-    return samples[len(samples) // 2] * 1e6, samples[int(len(samples) * 0.99)] * 1e6
 
 
 def _rate(run: Callable[[], Any], n: int, repeat: int = 3) -> float:
@@ -54,7 +42,7 @@ def _rate(run: Callable[[], Any], n: int, repeat: int = 3) -> float:
 
 def bench_parapipe(workers: int, items: int, calls: int) -> dict[str, float]:
     with pp.Engine(pp.stage(noop, replicas=workers)) as engine:
-        p50, p99 = _round_trips(lambda i: engine.submit(i).result(), calls)
+        p50, p99 = round_trips(lambda i: engine.submit(i).result(), calls, warmup=200)
         submits = _rate(lambda: [f.result() for f in [engine.submit(i) for i in range(items)]], items)
         list(engine.map(range(items)))
         mapped = _rate(lambda: list(engine.map(range(items))), items)
@@ -63,7 +51,7 @@ def bench_parapipe(workers: int, items: int, calls: int) -> dict[str, float]:
 
 def bench_pool(workers: int, items: int, calls: int) -> dict[str, float]:
     with mp.get_context("spawn").Pool(workers) as pool:
-        p50, p99 = _round_trips(lambda i: pool.apply_async(noop, (i,)).get(), calls)
+        p50, p99 = round_trips(lambda i: pool.apply_async(noop, (i,)).get(), calls, warmup=200)
         submits = _rate(lambda: [r.get() for r in [pool.apply_async(noop, (i,)) for i in range(items)]], items)
         mapped = _rate(lambda: pool.map(noop, range(items)), items)
     return {"p50": p50, "p99": p99, "submits": submits, "map": mapped}
@@ -72,7 +60,7 @@ def bench_pool(workers: int, items: int, calls: int) -> dict[str, float]:
 def bench_executor(factory: Callable[[], Any]) -> Callable[[int, int, int], dict[str, float]]:
     def run(workers: int, items: int, calls: int) -> dict[str, float]:
         with factory() as ex:
-            p50, p99 = _round_trips(lambda i: ex.submit(noop, i).result(), calls)
+            p50, p99 = round_trips(lambda i: ex.submit(noop, i).result(), calls, warmup=200)
             submits = _rate(lambda: [f.result() for f in [ex.submit(noop, i) for i in range(items)]], items)
             mapped = _rate(lambda: list(ex.map(noop, range(items))), items)
         return {"p50": p50, "p99": p99, "submits": submits, "map": mapped}
@@ -84,7 +72,7 @@ def bench_mpire(workers: int, items: int, calls: int) -> dict[str, float]:
     from mpire import WorkerPool
 
     with WorkerPool(n_jobs=workers, start_method="spawn") as pool:
-        p50, p99 = _round_trips(lambda i: pool.apply_async(noop, (i,)).get(), calls)
+        p50, p99 = round_trips(lambda i: pool.apply_async(noop, (i,)).get(), calls, warmup=200)
         submits = _rate(lambda: [r.get() for r in [pool.apply_async(noop, (i,)) for i in range(items)]], items)
     with WorkerPool(n_jobs=workers, start_method="spawn") as pool:
         mapped = _rate(lambda: pool.map(noop, range(items)), items)
@@ -104,7 +92,7 @@ def bench_ray(workers: int, items: int, calls: int) -> dict[str, float]:
 
         actors = [Actor.remote() for _ in range(workers)]
         ray.get([a.call.remote(0) for a in actors])
-        p50, p99 = _round_trips(lambda i: ray.get(actors[0].call.remote(i)), calls)
+        p50, p99 = round_trips(lambda i: ray.get(actors[0].call.remote(i)), calls, warmup=200)
         submits = _rate(lambda: ray.get([actors[i % workers].call.remote(i) for i in range(items)]), items)
         task = ray.remote(noop)
         mapped = _rate(lambda: ray.get([task.remote(i) for i in range(items)]), items)
@@ -144,10 +132,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--calls", type=int, default=2_000)
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE)
+    if args is None:
         return
     cores = len(os.sched_getaffinity(0))
     print(

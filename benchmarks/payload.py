@@ -24,7 +24,7 @@ import numpy as np
 import parapipe as pp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
+from _common import Figure, machine_line, parse_args, report
 
 
 def echo(a: Any) -> Any:
@@ -91,10 +91,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=10)
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE)
+    if args is None:
         return
     a = np.random.default_rng(0).standard_normal(args.mib * 2**18, dtype=np.float32)
     copy = _median_seconds(lambda: a.copy(), args.repeat)
@@ -112,11 +110,11 @@ def main() -> None:
     rows = [(name, round(t * 1e3, 1), round(mb / t), round(timings["parapipe"] and t / timings["parapipe"], 2))
             for name, t in timings.items()]  # fmt: skip
     headers = ["system", "round trip ms", "MB/s", "time vs parapipe"]
-    if args.plot:
-        plot_table(FIGURE, headers, rows, args.plot)
-    print_table(
+    report(
+        FIGURE,
         headers,
         rows,
+        args.plot,
         title=f"payload: {args.mib} MiB float32 echo, median of {args.repeat}",
         notes=[machine_line(), f"one memcpy of the array here: {copy * 1e3:.1f} ms"],
     )

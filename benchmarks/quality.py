@@ -44,7 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "src"))
 
-from _common import Figure, add_plot_options  # noqa: E402  (the tests import this module by path)
+from _common import Figure  # noqa: E402  (the tests import this module by path)
 
 FRAME = 0.01
 COLLAR = 0.25
@@ -219,14 +219,13 @@ FIGURE = Figure("speech quality per corpus: error rates in % (lower is better)",
 
 
 def main(argv: list[str] | None = None) -> int:
-    from _common import machine_line, plot_page, plot_table, print_table
+    from _common import machine_line, parse_args, report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="only these conversations (scripts/make_conversations.py names)")
-    add_plot_options(parser)
-    args = parser.parse_args(argv)
-    if args.plot_from:
-        return plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE, argv)
+    if args is None:
+        return 0
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         make = [sys.executable, str(REPO / "scripts" / "make_conversations.py"), str(tmp / "conv")]
@@ -252,11 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     cpu = analyse.cpu
     headers = ["corpus", "files", "DER (±0.25 s collar)", "WER", "gender per turn", "enrolled named",
                "speakers found/true"]  # fmt: skip
-    if args.plot:
-        plot_table(FIGURE, headers, rows, args.plot)
-    print_table(
+    report(
+        FIGURE,
         headers,
         rows,
+        args.plot,
         title="Speech quality on known answers",
         notes=[
             machine_line(),

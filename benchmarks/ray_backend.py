@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
+from _common import Figure, machine_line, parse_args, report
 
 import parapipe as pp
 
@@ -320,10 +320,8 @@ def main() -> None:
     )
     parser.add_argument("--speech-calls", type=int, default=5, metavar="K", help="files timed one at a time")
     parser.add_argument("--no-speech", action="store_true", help="only the no-op rows (no models, no cluster)")
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE)
+    if args is None:
         return
     import ray
 
@@ -346,9 +344,7 @@ def main() -> None:
         rows, speech_notes = speech_rows(args.speech_files, args.speech_calls)
         table += table_rows("speech", rows)
         notes += speech_notes
-    if args.plot:
-        plot_table(FIGURE, HEADERS, table, args.plot)
-    print_table(HEADERS, table, title="parapipe on Ray vs local and hand-written Ray actors", notes=notes)
+    report(FIGURE, HEADERS, table, args.plot, title="parapipe on Ray vs local and hand-written Ray actors", notes=notes)
 
 
 if __name__ == "__main__":

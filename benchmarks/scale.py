@@ -24,7 +24,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ import psutil
 import parapipe as pp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
+from _common import Figure, machine_line, parse_args, plot_table, print_table, round_trips
 
 MIB = 2**20
 
@@ -173,23 +173,12 @@ def start_rows(repeat: int) -> list[tuple[Any, ...]]:
     return rows
 
 
-def _round_trip_us(call: Callable[[int], Any], n: int) -> float:
-    for i in range(min(100, n)):
-        call(i)
-    samples = []
-    for i in range(n):
-        t0 = time.perf_counter()
-        call(i)
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples) * 1e6
-
-
 def stage_rows(counts: list[int], calls: int) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     for k in counts:
         graph = pp.Pipeline(*(pp.stage(noop, name=f"s{i}") for i in range(k)))
         with pp.Engine(graph) as engine:
-            ours = _round_trip_us(engine.run, calls)
+            ours = round_trips(engine.run, calls)[0]
         with mp.get_context("spawn").Pool(k) as pool:
 
             def chain(i: int, pool: Any = pool, k: int = k) -> Any:
@@ -197,7 +186,7 @@ def stage_rows(counts: list[int], calls: int) -> list[tuple[Any, ...]]:
                     i = pool.apply(noop, (i,))
                 return i
 
-            theirs = _round_trip_us(chain, calls)
+            theirs = round_trips(chain, calls)[0]
         rows.append((k, round(ours), round(ours / k), round(theirs), round(theirs / k)))
     return rows
 
@@ -211,10 +200,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes: a minute, not several")
     parser.add_argument("--items", type=int, default=None, help="items of the memory table")
     parser.add_argument("--workers", type=int, default=2)
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE)
+    if args is None:
         return
     quick = args.quick
     items = args.items or (200_000 if quick else 1_000_000)

@@ -376,7 +376,7 @@ def run_baseline(fd: int) -> None:
 
 
 def main() -> None:
-    from _common import Figure, add_plot_options, machine_line, plot_page, plot_table, print_table
+    from _common import Figure, machine_line, parse_args, report
 
     figure = Figure("the HTTP service under concurrent clients", ("system",), ("req/s", "p99 ms"), x="clients",
                     log=True)  # fmt: skip
@@ -389,10 +389,8 @@ def main() -> None:
     parser.add_argument("--speech-seconds", type=float, default=20.0, help="measured seconds per speech row")
     parser.add_argument("--batch-clients", type=int, default=300, help="concurrent clients of the batching rows")
     parser.add_argument("--batch-seconds", type=float, default=10.0, help="measured seconds per batching row (0: skip)")
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(figure, args.plot_from, args.plot)
+    args = parse_args(parser, figure)
+    if args is None:
         return
     if args.baseline:
         run_baseline(args.fd)
@@ -401,11 +399,11 @@ def main() -> None:
     if args.batch_seconds > 0:
         rows += bench_batching(args.batch_clients, args.batch_seconds)
     headers = ["system", "clients", "requests", "req/s", "p50 ms", "p99 ms", "errors", "429", "mean batch"]
-    if args.plot:
-        plot_table(figure, headers, rows, args.plot)
-    print_table(
+    report(
+        figure,
         headers,
         rows,
+        args.plot,
         title="HTTP service under concurrent clients",
         notes=[machine_line(), f"workers per system: {WORKERS}; clients run in one asyncio process on the same cores"],
     )

@@ -56,11 +56,10 @@ import psutil
 from _common import (
     CpuMeter,
     Figure,
-    add_plot_options,
     cores_seen,
     machine_line,
     markdown_table,
-    plot_page,
+    parse_args,
     plot_table,
     print_table,
 )
@@ -656,10 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lone", type=int, default=6, help="files timed alone for the lone-file section (default 6)")
     parser.add_argument("--quick", action="store_true", help="6 files, one round, 2 lone files: a smoke run")
     parser.add_argument("--json", type=Path, help="also write the raw measurements to this file")
-    add_plot_options(parser)
-    args = parser.parse_args(argv)
-    if args.plot_from:
-        return plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE, argv)
+    if args is None:
+        return 0
     n_files, rounds, n_lone = (6, 1, 2) if args.quick else (args.files, args.rounds, args.lone)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="parapipe-speech-") as tmp:

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from multiprocessing.connection import Connection
 
 import numpy as np
-from _common import Figure, add_plot_options, plot_page, plot_table
+from _common import Figure, parse_args, plot_table
 
 from parapipe.transport import SegmentArena, decode, encode, release, segment_names
 
@@ -90,10 +90,7 @@ def bench_small(number: int = 100_000) -> dict[str, float]:
         "pickle.loads": lambda: pickle.loads(msg),
         "decode": lambda: decode(msg),
     }
-    return {
-        name: min(timeit.repeat(call, number=number, repeat=7)) / number * 1e6
-        for name, call in calls.items()
-    }
+    return {name: min(timeit.repeat(call, number=number, repeat=7)) / number * 1e6 for name, call in calls.items()}
 
 
 def bench_segment_fill(arr: np.ndarray, repeat: int) -> dict[str, float]:
@@ -125,10 +122,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=15)
-    add_plot_options(parser)
-    args = parser.parse_args()
-    if args.plot_from:
-        plot_page(FIGURE, args.plot_from, args.plot)
+    args = parse_args(parser, FIGURE)
+    if args is None:
         return
     echoes = []
     arr = np.random.default_rng(0).random(args.mib * (1 << 20) // 4, dtype=np.float32)
