@@ -16,6 +16,7 @@ import argparse
 import os
 import platform
 import re
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -128,6 +129,45 @@ def report(
     if plot:
         plot_table(figure, headers, rows, plot)
     print_table(headers, rows, **table)
+
+
+class PeakRss:
+    """The peak RSS, sampled every ``period`` s in a thread, of this process, and with
+    ``children`` of every process below it too (summed); ``grown_mib`` is peak minus start."""
+
+    def __init__(self, *, children: bool = False, period: float = 0.005) -> None:
+        self._me = psutil.Process()
+        self._children = children
+        self._period = period
+        self._stop = threading.Event()
+        self.start = self.peak = self._sample()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._sample())
+
+    @property
+    def grown_mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):  # sampling, not synchronising
+            self.peak = max(self.peak, self._sample())
+
+    def _sample(self) -> int:
+        total = 0
+        for p in [self._me, *(self._me.children(recursive=True) if self._children else ())]:
+            try:
+                total += p.memory_info().rss
+            except psutil.Error:  # a child that just ended
+                continue
+        return total
 
 
 def plot_page(figure: Figure, page: Path, path: Path | None) -> int:

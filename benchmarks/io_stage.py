@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import multiprocessing
 import sys
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -22,13 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 import parapipe as pp
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1]))
-from _common import Figure, machine_line, parse_args, plot_table, print_table
+from _common import Figure, PeakRss, machine_line, parse_args, plot_table, print_table
 from tests.integration._io_server import LatencyServer
 from tests.integration._io_stages import afetch
 
@@ -36,34 +33,6 @@ from tests.integration._io_stages import afetch
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=60) as response:
         return response.read().decode()
-
-
-class _PeakRss:
-    """RSS of this process and all its children, summed, sampled every 20 ms."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        me = psutil.Process()
-        while not self._stop.wait(0.02):
-            total = 0
-            for p in [me, *me.children(recursive=True)]:
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.peak = max(self.peak, total)
-
-    def __enter__(self) -> _PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _parapipe(stage: pp.Stage) -> Callable[[list[str]], list[Any]]:
@@ -130,7 +99,7 @@ def main() -> None:
         urls = [f"{server.url}/item/{i}" for i in range(args.calls)]
         ideal = args.calls / n * args.latency
         for name, run in ways.items():
-            with _PeakRss() as rss:
+            with PeakRss(children=True, period=0.02) as rss:
                 t0 = time.perf_counter()
                 out = run(urls)
                 wall = time.perf_counter() - t0

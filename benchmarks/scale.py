@@ -22,7 +22,6 @@ import multiprocessing as mp
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +32,7 @@ import psutil
 import parapipe as pp
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import Figure, machine_line, parse_args, plot_table, print_table, round_trips
+from _common import Figure, PeakRss, machine_line, parse_args, plot_table, print_table, round_trips
 
 MIB = 2**20
 
@@ -79,40 +78,13 @@ def _collector(enabled: bool) -> Iterator[None]:
         gc.enable()
 
 
-class _PeakRss:
-    """Samples this process's RSS every few milliseconds: growth is peak minus the start."""
-
-    def __init__(self) -> None:
-        self._proc = psutil.Process()
-        self._stop = threading.Event()
-        self.start = self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> _PeakRss:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.005):  # sampling, not synchronising
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def grown_mib(self) -> float:
-        return (self.peak - self.start) / MIB
-
-
 def memory_rows(n: int, workers: int) -> list[tuple[Any, ...]]:
     rows: list[tuple[Any, ...]] = []
     with pp.Engine(pp.stage(kilobyte, replicas=workers)) as engine:
         for _ in engine.map(range(min(n, 50_000))):  # warm: the allocator reaches its working size
             pass
         for gc_on in (True, False):
-            with _collector(gc_on), _PeakRss() as rss:
+            with _collector(gc_on), PeakRss() as rss:
                 t0 = time.perf_counter()
                 for _ in engine.map(range(n)):
                     pass
@@ -122,7 +94,7 @@ def memory_rows(n: int, workers: int) -> list[tuple[Any, ...]]:
         for _ in pool.imap(kilobyte, range(min(n, 50_000)), chunksize=1024):
             pass
         for gc_on in (True, False):
-            with _collector(gc_on), _PeakRss() as rss:
+            with _collector(gc_on), PeakRss() as rss:
                 t0 = time.perf_counter()
                 for _ in pool.imap(kilobyte, range(n), chunksize=1024):
                     pass
