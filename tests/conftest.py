@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 
 import psutil
 import pytest
@@ -16,10 +17,16 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(autouse=True)
 def no_leaked_children():
     """Every test must leave no worker process behind (loky's leak check)."""
+    yield from leak_check(_is_worker, timeout=10)
+
+
+def leak_check(ours: Callable[[psutil.Process], bool], timeout: float) -> Iterator[None]:
+    """The body of a leak-check fixture: the processes ``ours`` recognises among those started
+    during the test must end within ``timeout`` s (they are killed, and the test fails)."""
     before = {p.pid for p in psutil.Process().children(recursive=True)}
     yield
-    leaked = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _is_worker(p)]
-    alive = psutil.wait_procs(leaked, timeout=10)[1]
+    leaked = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and ours(p)]
+    alive = psutil.wait_procs(leaked, timeout=timeout)[1]
     for p in alive:
         p.kill()
     assert not alive, f"worker processes left behind: {alive}"

@@ -11,6 +11,8 @@ import os
 import psutil
 import pytest
 
+from tests.conftest import leak_check
+
 BACKENDS = ["local", "ray"]
 
 
@@ -37,13 +39,7 @@ def backend(request):
 def no_leaked_children():
     """As in tests/conftest.py, but Ray's own daemons and idle pooled workers are not ours: only
     parapipe's worker processes and actors must be gone after each test."""
-    before = {p.pid for p in psutil.Process().children(recursive=True)}
-    yield
-    leaked = [p for p in psutil.Process().children(recursive=True) if p.pid not in before and _is_ours(p)]
-    alive = psutil.wait_procs(leaked, timeout=15)[1]
-    for p in alive:
-        p.kill()
-    assert not alive, f"worker processes left behind: {alive}"
+    yield from leak_check(_is_ours, timeout=15)
 
 
 def _is_ours(p: psutil.Process) -> bool:
