@@ -5,8 +5,8 @@ placeholders and locks its SQL spells differently, and the queries every method 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, TypeVar
 
 from ..errors import JournalError
@@ -14,9 +14,19 @@ from . import codec
 from .codec import COLUMNS, Record, State
 from .store import new_owner
 
-__all__ = ["SqlBase"]
+__all__ = ["SqlBase", "translated"]
 
 _Self = TypeVar("_Self", bound="SqlBase")
+
+
+@contextmanager
+def translated(where: str, errors: type[Exception] | tuple[type[Exception], ...]) -> Iterator[None]:
+    """Raise a database driver's ``errors`` (locked, refused, lost, disk full) as `JournalError`
+    naming the journal ``where``, so callers see one error type whatever the backend."""
+    try:
+        yield
+    except errors as exc:
+        raise JournalError(f"journal {where}: {exc}") from exc
 
 
 class SqlBase:
@@ -191,4 +201,3 @@ class SqlBase:
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
-

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import ConfigError, JournalError
+from .base import translated
 from .codec import DEFAULT_MAX_RESULT_BYTES
 from .sql import SqlJournal, schema
 from .store import DEFAULT_LEASE
@@ -81,7 +82,7 @@ class PostgresJournal(SqlJournal):
 
     def wait_for_items(self, timeout: float) -> None:
         """Return when items may have been queued in this run (a NOTIFY), or after ``timeout``."""
-        with self._listen_lock, _translated(self.path):
+        with self._listen_lock, translated(self.path, psycopg.Error):
             if self._listener is None:
                 self._listener = psycopg.connect(self.path, autocommit=True)
                 self._listener.execute(f"LISTEN {CHANNEL}")
@@ -90,7 +91,7 @@ class PostgresJournal(SqlJournal):
                     return
 
     def _connect(self) -> psycopg.Connection[Any]:
-        with _translated(self.path):
+        with translated(self.path, psycopg.Error):
             conn = psycopg.connect(self.path)
             try:
                 with conn.transaction():
@@ -104,7 +105,7 @@ class PostgresJournal(SqlJournal):
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
-        with self._lock, _translated(self.path):
+        with self._lock, translated(self.path, psycopg.Error):
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
                 yield cur
@@ -143,12 +144,3 @@ class PostgresJournal(SqlJournal):
         if self._conn is None:
             raise JournalError(f"journal {self.path} is closed")
         return self._conn
-
-
-@contextmanager
-def _translated(url: str) -> Iterator[None]:
-    """Raise the driver's errors (refused connection, lost server) as `JournalError`."""
-    try:
-        yield
-    except psycopg.Error as exc:
-        raise JournalError(f"journal {url}: {exc}") from exc

@@ -65,6 +65,7 @@ def schema(*, serial: str, real: str, blob: str) -> list[str]:
     byte string: one schema, so the two backends cannot drift apart."""
     return [s for s in _SCHEMA.format(serial=serial, real=real, blob=blob).split(";") if s.strip()]
 
+
 _MOVE = (
     "UPDATE items SET state = ?, finished = ?, error = ?, retryable = ?, result_kind = ?, result = ?"
     " WHERE run = ? AND key = ?"

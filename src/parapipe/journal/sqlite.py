@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..errors import JournalError
+from .base import translated
 from .codec import DEFAULT_MAX_RESULT_BYTES
 from .sql import SqlJournal, schema
 from .store import DEFAULT_LEASE
@@ -84,7 +85,7 @@ class Journal(SqlJournal):
         """`SqlJournal.prune`, then the freed pages go back to the file system when they are
         more than half the file."""
         keys = super().prune(finished_before)
-        with self._lock, _translated(self.path):
+        with self._lock, translated(self.path, sqlite3.Error):
             conn = self._connection()
             free, total = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("freelist_count", "page_count"))
             if self.path != ":memory:" and free * 2 > total:
@@ -93,7 +94,7 @@ class Journal(SqlJournal):
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock, _translated(self.path):
+        with self._lock, translated(self.path, sqlite3.Error):
             conn = self._connection()
             _begin(conn, time.monotonic() + self._busy_timeout)
             try:
@@ -105,7 +106,7 @@ class Journal(SqlJournal):
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Cursor]:
-        with self._lock, _translated(self.path):
+        with self._lock, translated(self.path, sqlite3.Error):
             yield self._connection().cursor()
 
     def _insert(self, cur: Any, rows: list[tuple[Any, ...]], running: bool) -> set[str]:
@@ -135,13 +136,13 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
     if path != ":memory:" and not path.startswith("file:"):
         # Created owner-only (SQLite gives its -wal and -shm files the same mode): items and
         # results are the users' data.
-        with _translated(path), contextlib.suppress(FileNotFoundError, PermissionError):
+        with translated(path, sqlite3.Error), contextlib.suppress(FileNotFoundError, PermissionError):
             os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
             os.chmod(path, 0o600)
     # isolation_level=None: we issue BEGIN ourselves, so each method is exactly one transaction.
     conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
     try:
-        with _translated(path):
+        with translated(path, sqlite3.Error):
             _set_up(conn, path, time.monotonic() + busy_timeout)
     except BaseException:
         conn.close()
@@ -197,12 +198,3 @@ def _create_schema(conn: sqlite3.Connection, path: str) -> None:
         conn.rollback()
         raise
     conn.commit()
-
-
-@contextmanager
-def _translated(path: str) -> Iterator[None]:
-    """Raise SQLite's errors (locked, not a database, disk full) as `JournalError`."""
-    try:
-        yield
-    except sqlite3.Error as exc:
-        raise JournalError(f"journal {path}: {exc}") from exc
