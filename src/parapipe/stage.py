@@ -13,14 +13,13 @@ import math
 import numbers
 import os
 import pickle
-import re
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, overload
 
 from .config import parse_rate, parse_size
 from .errors import ConfigError
 
-__all__ = ["Stage", "load_stage", "same_stage", "stage"]
+__all__ = ["Stage", "same_stage", "stage"]
 
 GpuSpec = Sequence[int] | Sequence[Sequence[int]] | float | None
 
@@ -305,19 +304,6 @@ class _FunctionStage(Stage):
         self.process = self.fn  # type: ignore[method-assign]
 
 
-def dump_stage(stage: Stage) -> bytes:
-    """The stage as its workers receive it; `load_stage` is the other end."""
-    try:
-        return pickle.dumps(stage, pickle.HIGHEST_PROTOCOL)
-    except ConfigError:
-        raise
-    except Exception as exc:  # any pickling failure means the same fix
-        raise ConfigError(
-            f"stage {stage.stage_name!r} cannot be sent to its worker processes: {exc}. "
-            "Keep __init__ arguments picklable and load models in setup(), not __init__"
-        ) from exc
-
-
 def _function_ref(fn: Callable[..., Any], name: str) -> tuple[str, str] | Callable[..., Any]:
     """Name the function by import path when it was replaced by its own stage (decorator use)."""
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
@@ -358,31 +344,6 @@ def same_stage(a: Stage, b: Stage) -> bool:
     if not (isinstance(a, _FunctionStage) and isinstance(b, _FunctionStage)) or a.fn is not b.fn:
         return False
     return type(a) is type(b) and all(getattr(a, o) == getattr(b, o) for o in _OPTION_NAMES)
-
-
-_MAIN_MODULE = re.compile(r"\b__(?:mp_)?main__\b")
-
-
-def load_stage(stage_bytes: bytes) -> Stage:
-    """The stage a worker serves, unpickled from the bytes its pool sent.
-
-    A function or Stage class defined inside the script's ``if __name__ == "__main__":`` block
-    exists only in the parent: a spawned worker imports the script as ``__mp_main__`` without
-    running that block, and pickle's own error does not say so. That case becomes a
-    `ConfigError` saying where to define the stage; any other failure is raised as it is.
-    """
-    try:
-        loaded: Stage = pickle.loads(stage_bytes)
-    except (AttributeError, pickle.UnpicklingError) as exc:
-        if not _MAIN_MODULE.search(str(exc)):
-            raise
-        raise ConfigError(
-            f"the stage cannot be loaded in its worker process ({exc}): it is defined where only the "
-            'main script\'s process can see it, e.g. inside `if __name__ == "__main__":`, which a worker '
-            "does not run (it imports the script as __mp_main__). Define the stage's function or Stage "
-            "class at module level, above that block, or in a module of its own"
-        ) from exc
-    return loaded
 
 
 @overload

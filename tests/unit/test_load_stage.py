@@ -9,7 +9,7 @@ import types
 import pytest
 
 import parapipe as pp
-from parapipe.stage import load_stage
+from parapipe.stagewire import load_stage
 
 
 @pytest.fixture

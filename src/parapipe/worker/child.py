@@ -21,7 +21,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .. import context, transport
-from ..stage import load_stage
+from ..stagewire import load_stage
 from . import protocol
 from .execute import Errors, run_batch, run_one
 from .gpucap import cap_memory

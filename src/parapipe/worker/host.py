@@ -20,7 +20,8 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from .. import transport
 from ..config import parse_size
 from ..resources import WorkerBudget
-from ..stage import Stage, dump_stage
+from ..stage import Stage
+from ..stagewire import dump_stage
 from . import child, protocol
 from .dispatch import Task
 from .encode import MessageEncoder
