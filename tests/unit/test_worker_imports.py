@@ -83,8 +83,8 @@ def test_lazy_names_resolve_to_their_objects_and_claim_the_public_module(tmp_pat
 
 
 CORE = {
-    "errors", "config", "context", "progress", "batching", "resources", "stage", "stagewire", "graph", "journal", "plantree",
-    "gpus", "nvml",
+    "errors", "config", "context", "progress", "batching", "resources", "stage", "stagewire", "graph", "journal",
+    "plantree", "gpus", "nvml",
 }  # fmt: skip
 ABOVE_THE_WORKER = {
     "scheduler", "pools", "mapper", "itemkeys", "recovery", "journaled", "relay", "autotune", "engine", "ray",
