@@ -132,6 +132,14 @@ class ReplicaLedger:
         """The first task id of the message sent ``seq``-th (0-based), if still in flight."""
         return next((key for key, n in list(self._seq.items()) if n == seq), None)
 
+    def unreadable(self, key: int | None) -> tuple[list[Task], list[str]]:
+        """The worker could not read a message (the one whose first task id is ``key``, else
+        the oldest): it counts as answered; returns its tasks, and the segments to recycle."""
+        oldest = self.sent[0] if self.sent else []
+        tids = next((t for t in self.sent if t[0] == key), []) if key is not None else oldest
+        free = self.answered([], key)
+        return [t for t in (self.inflight.pop(tid, None) for tid in tids) if t is not None], free
+
     def orphans(self, all_running: bool = False) -> tuple[list[Task], list[Task]]:
         """The worker is gone: (tasks it was running, tasks still waiting in its pipe); the
         ledger is emptied and its segments unlinked. A concurrent worker (``all_running``) may

@@ -50,7 +50,7 @@ from .options import dispatcher_for, is_concurrent, parent_times_items
 from .protocol import ChunkResult
 from .pumps import defer, deferred_pumps
 from .restarts import StartupBackoff
-from .retry import RetryPolicy, backoff
+from .retry import RetryPolicy, retry_later
 from .spawn import STOP_GRACE, Deadlines
 from .stats import StageStats, add_gpu_figures, gpu_totals
 
@@ -265,7 +265,7 @@ class StagePool:
             if isinstance(info, protocol.ExcInfo) and info.type == protocol.TIMED_OUT:
                 info = TaskTimeout(self.name, info.message, timeout=self.stage.timeout)
             if self._policy.decide(task, info):
-                self._backoff_retry(task)
+                retry_later(task, self._requeue)
             else:
                 error = info if isinstance(info, TaskTimeout) else StageError.from_exc_info(self.name, info)
                 settle.append((task, False, error))
@@ -276,32 +276,22 @@ class StagePool:
                 self._deliver(task, True, value)
             self._settle(settle)
 
-    def _backoff_retry(self, task: Task) -> None:
-        """An exception listed in ``retry_on`` (a refused connection, a throttled API) is retried
-        after `retry.backoff` seconds, doubling per attempt: retrying at once would hit the
-        same outage. The worker takes other items meanwhile."""
-
-        def requeue() -> None:
-            with self._lock:
-                if self._closing:
-                    return
-                self._dispatch.requeue([task])
-            self.pump()
-
-        timer = threading.Timer(backoff(task.attempts), requeue)
-        timer.daemon = True
-        timer.start()
+    def _requeue(self, task: Task) -> None:
+        """A retry's backoff ran out (`retry.retry_later`): it goes first, unless the stage closed."""
+        with self._lock:
+            if self._closing:
+                return
+            self._dispatch.requeue([task])
+        self.pump()
 
     def on_unreadable(self, r: ReplicaLedger, error: protocol.ExcInfo, key: int | None = None) -> None:
         """The worker could not unpickle a message (its oldest, or the one whose first task id is
         ``key``): a lone item fails (a rerun would meet the same bytes); several go back one by
         one, so only the unreadable one fails."""
         with self._lock:
-            tids = next((t for t in r.sent if t[0] == key), []) if key is not None else (r.sent[0] if r.sent else [])
-            free = r.answered([], key)
+            tasks, free = r.unreadable(key)
             if self._deadlines is not None:
                 self._deadlines.disarm(r)
-            tasks = [t for t in (r.inflight.pop(tid, None) for tid in tids) if t is not None]
             if len(tasks) > 1:
                 for task in tasks:
                     task.alone = True

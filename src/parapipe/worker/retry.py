@@ -13,6 +13,7 @@ element so costs as many worker deaths as a poison item sent on its own (``retri
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +89,15 @@ def backoff(attempts: int) -> float:
     """Seconds before retry number ``attempts`` of an exception listed in ``retry_on``:
     0.05, 0.1, 0.2 ... up to 5 s."""
     return min(BACKOFF_MAX, BACKOFF_BASE * 2 ** max(0, attempts - 1))
+
+
+def retry_later(task: Task, requeue: Callable[[Task], None]) -> None:
+    """Hand ``task`` to ``requeue`` after `backoff` seconds, from a timer thread: an exception
+    listed in ``retry_on`` (a refused connection, a throttled API) retried at once would hit
+    the same outage, and meanwhile the worker takes other items."""
+    timer = threading.Timer(backoff(task.attempts), requeue, (task,))
+    timer.daemon = True
+    timer.start()
 
 
 def exit_reason(kill_reason: str | None, exitcode: int | None, max_memory: int | None) -> str:
