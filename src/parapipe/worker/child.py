@@ -13,9 +13,12 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -42,6 +45,8 @@ class WorkerBoot:
     log_level: int = logging.WARNING
     max_memory: int | None = None
     max_items: int | None = None
+    spin: float = 0.0
+    """Seconds to poll the pipe after each answer before blocking (`config.spin_seconds`)."""
     python: str | None = None
     """The stage's own interpreter (``python=``), named in errors; None on the parent's."""
 
@@ -142,7 +147,9 @@ def _serve_with(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, a
     pack = functools.partial(transport.pack, arena=arena, threshold=protocol.PIPE_MESSAGE_LIMIT)
     retry_on: Errors = tuple(stage.retry_on)
     served = 0
+    spin = _spinner(conn, boot.spin)
     while True:
+        spin()
         try:
             data = conn.recv_bytes()
         except (EOFError, OSError):
@@ -163,6 +170,23 @@ def _serve_with(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, a
         served += len(results)
         if should_retire(boot, served):
             return True
+
+
+def _spinner(conn: Connection, seconds: float) -> Callable[[], None]:
+    """Poll the pipe for up to ``seconds`` before ``recv_bytes`` blocks, so that a caller who
+    sends again right after its answer does not pay for waking a sleeping process."""
+    if seconds <= 0:
+        return lambda: None
+    poller = select.poll()
+    poller.register(conn.fileno(), select.POLLIN)
+    poll, clock = poller.poll, time.perf_counter
+
+    def spin() -> None:
+        deadline = clock() + seconds
+        while not poll(0) and clock() < deadline:
+            pass
+
+    return spin
 
 
 def should_retire(boot: WorkerBoot, served: int) -> bool:

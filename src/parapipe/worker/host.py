@@ -18,7 +18,7 @@ from multiprocessing.context import BaseContext
 from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .. import transport
-from ..config import parse_size
+from ..config import parse_size, spin_seconds
 from ..resources import WorkerBudget
 from ..stage import Stage
 from ..stagewire import dump_stage
@@ -87,6 +87,7 @@ class LocalHost:
         self._log_level = log_level if log_level is not None else logging.getLogger().getEffectiveLevel()
         self._stage_bytes = dump_stage(stage)
         self._max_memory = parse_size(stage.max_memory)
+        self._spin = spin_seconds()
         self.arena = transport.SegmentArena(spare=True)
         self._encoder = MessageEncoder(self.arena)
 
@@ -99,7 +100,7 @@ class LocalHost:
         boot = child.WorkerBoot(
             stage=self._stage.stage_name, replica=budget.replica, threads=budget.threads, cores=budget.cores,
             stage_bytes=self._stage_bytes, env=env, gpus=budget.gpus, gpu_fraction=budget.gpu_fraction,
-            log_level=self._log_level, max_memory=self._max_memory, max_items=self._stage.max_items_per_worker,
+            log_level=self._log_level, max_memory=self._max_memory, max_items=self._stage.max_items_per_worker, spin=self._spin,
             python=self._interpreter.python,
         )  # fmt: skip
         r = Replica(owner, budget, ctx, boot)
