@@ -5,7 +5,9 @@ numbers per system:
   * round trip p50/p99: one call at a time, submit then wait for the result (latency floor);
   * submits/s: N calls submitted back to back, then all results awaited;
   * map items/s: the system's own map over N items (chunking is each system's own choice).
-Rates are the best of three runs, for every system alike.
+Rates are the best of three runs, for every system alike. The last row is the floor: the same
+calls over raw pipes to 2 hand-written worker loops (pickle, call, pickle back, nothing else),
+what any pool built on pipes and pickle can at best approach on this machine.
 
 Usage: python benchmarks/overhead.py [--workers 2] [--items 20000] [--calls 2000]
 """
@@ -16,6 +18,7 @@ import argparse
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
+import pickle
 import platform
 import time
 from collections.abc import Callable
@@ -101,6 +104,51 @@ def bench_ray(workers: int, items: int, calls: int) -> dict[str, float]:
     return {"p50": p50, "p99": p99, "submits": submits, "map": mapped}
 
 
+def _raw_worker(conn: Any) -> None:
+    """The floor's worker loop: a list of items in, their results out; an empty message stops it."""
+    while True:
+        data = conn.recv_bytes()
+        if not data:
+            return
+        conn.send_bytes(pickle.dumps(list(map(noop, pickle.loads(data))), protocol=5))
+
+
+def bench_floor(workers: int, items: int, calls: int) -> dict[str, float]:
+    """Round trips and a map over raw pipes (no futures, no queue, no supervision): a map cuts
+    its input into 4 chunks per worker, as `Pool.map` does, and reads them back in order."""
+    ctx = mp.get_context("spawn")
+    pipes = [ctx.Pipe() for _ in range(workers)]
+    procs = [ctx.Process(target=_raw_worker, args=(child,), daemon=True) for _, child in pipes]
+    for p in procs:
+        p.start()
+    conns = [parent for parent, _ in pipes]
+
+    def call(i: int) -> Any:
+        conns[0].send_bytes(pickle.dumps([i], protocol=5))
+        return pickle.loads(conns[0].recv_bytes())[0]
+
+    def mapped() -> list[Any]:
+        size = -(-items // (4 * workers))
+        chunks = [list(range(k, min(k + size, items))) for k in range(0, items, size)]
+        for k, chunk in enumerate(chunks):
+            conns[k % workers].send_bytes(pickle.dumps(chunk, protocol=5))
+        out: list[Any] = []
+        for k in range(len(chunks)):
+            out.extend(pickle.loads(conns[k % workers].recv_bytes()))
+        return out
+
+    try:
+        p50, p99 = round_trips(call, calls, warmup=200)
+        mapped()
+        rate = _rate(mapped, items)
+    finally:
+        for conn in conns:
+            conn.send_bytes(b"")
+        for p in procs:
+            p.join(10)
+    return {"p50": p50, "p99": p99, "submits": float("nan"), "map": rate}
+
+
 def _systems(workers: int) -> list[tuple[str, Callable[[int, int, int], dict[str, float]]]]:
     spawn = mp.get_context("spawn")
     systems = [
@@ -120,8 +168,11 @@ def _systems(workers: int) -> list[tuple[str, Callable[[int, int, int], dict[str
             print(f"(skipping {label}: pip install {module})")
             continue
         systems.append((label, fn))
+    systems.append((FLOOR, bench_floor))
     return systems
 
+
+FLOOR = "floor: raw pipes, no framework"
 
 FIGURE = Figure("the cost of one no-op call (round trip: lower is better; submits/s: higher)",
                  ("system",), ("round trip p50 µs", "submits/s"))  # fmt: skip
@@ -147,7 +198,7 @@ def main() -> None:
         print(f"  measured {label}", flush=True)
     base = dict(rows)["multiprocessing.Pool"]
     headers = ["system", "round trip p50 µs", "p99 µs", "submits/s", "map items/s", "map vs Pool.map"]
-    table = [[label, f"{r['p50']:.0f}", f"{r['p99']:.0f}", f"{r['submits']:,.0f}", f"{r['map']:,.0f}",
+    table = [[label, f"{r['p50']:.0f}", f"{r['p99']:.0f}", f"{r['submits']:,.0f}" if r["submits"] == r["submits"] else "-", f"{r['map']:,.0f}",
               f"{r['map'] / base['map']:.2f}x"] for label, r in rows]  # fmt: skip
     print("\n| " + " | ".join(headers) + " |")
     print("|---|---:|---:|---:|---:|---:|")

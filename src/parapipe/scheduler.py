@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, InvalidStateError
+from concurrent.futures import CancelledError, Future, InvalidStateError
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from typing import Any
 
@@ -63,6 +64,8 @@ class Job(Future[Any]):
         self._result: Any = None
         self._exception: BaseException | None = None
         self._waiters: list[Any] = []
+        self._gates: list[Any] = []
+        """Locks held by callers sleeping in ``result()``; the outcome releases them."""
         self._done_callbacks: list[Callable[[Future[Any]], object]] = []
         self.index = index
         self.key = key
@@ -118,6 +121,7 @@ class Job(Future[Any]):
                     waiter.add_exception(self)
             if self._cond is not None:
                 self._cond.notify_all()
+            self._open_gates()
         if self._done_callbacks:
             self._invoke_callbacks()  # type: ignore[attr-defined]  # Future's, untyped in typeshed
         return True
@@ -128,10 +132,41 @@ class Job(Future[Any]):
     def cancelled(self) -> bool:
         return self._state in (CANCELLED, CANCELLED_AND_NOTIFIED)
 
+    def _open_gates(self) -> None:
+        """Under the lock: wake every caller sleeping in ``result()``."""
+        for gate in self._gates:
+            gate.release()
+        self._gates.clear()
+
     def result(self, timeout: float | None = None) -> Any:
-        if self._state == FINISHED and self._exception is None:
-            return self._result
-        return super().result(timeout)
+        if self._state != FINISHED:
+            self._sleep(timeout)
+        state = self._state
+        if state == FINISHED:
+            if self._exception is None:
+                return self._result
+            try:
+                raise self._exception
+            finally:
+                self = None  # type: ignore[assignment]  # as Future does: no frame -> exception -> frame cycle
+        if state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+            raise CancelledError()
+        raise FutureTimeout()
+
+    def _sleep(self, timeout: float | None) -> None:
+        """Block until the job has an outcome, at most ``timeout`` seconds."""
+        with self._lock:
+            if self._state in _DONE:
+                return
+            gate = _new_lock()
+            gate.acquire()
+            self._gates.append(gate)
+        if timeout is None:
+            gate.acquire()
+        elif not gate.acquire(timeout=max(0.0, timeout)):
+            with self._lock:
+                if gate in self._gates:
+                    self._gates.remove(gate)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if self._state == FINISHED:
@@ -149,6 +184,8 @@ class Job(Future[Any]):
         """Cancel the item: its tasks still queued in any stage are dropped, not run."""
         if not super().cancel():
             return False
+        with self._lock:
+            self._open_gates()
         if not self.finished:
             self.finished = True
             self.set_running_or_notify_cancel()  # so concurrent.futures.wait() sees it done
@@ -160,6 +197,7 @@ class Job(Future[Any]):
             self._on_end(self)
 
 
+_new_lock = threading.Lock
 _BUILD = threading.Lock()
 """Guards the first build of any job's condition (rare: only a caller that blocks builds one)."""
 

@@ -18,9 +18,10 @@ _DEADLINE = 10.0
 
 
 def blocked(job: Job) -> bool:
-    """True once some thread sleeps in the job's condition (so its outcome must wake it)."""
+    """True once some thread sleeps in the job's ``result()`` or condition (so its outcome must
+    wake it)."""
     cond = job._cond
-    return cond is not None and bool(cond._waiters)  # type: ignore[attr-defined]
+    return bool(job._gates) or (cond is not None and bool(cond._waiters))  # type: ignore[attr-defined]
 
 
 def until(predicate: Callable[[], bool]) -> None:
@@ -156,3 +157,22 @@ def test_many_threads_racing_result_and_finish_all_see_the_outcome() -> None:
         go.wait()
         job.finish(True, "x")
         assert [w.result(timeout=_DEADLINE) for w in waiters] == ["x"] * 4
+
+
+def test_a_result_blocked_in_another_thread_is_woken_by_cancel() -> None:
+    job = Job(0)
+    waiter = in_thread(lambda: job.result(timeout=_DEADLINE))
+    until(lambda: blocked(job))
+    assert job.cancel()
+    with pytest.raises(cf.CancelledError):  # not a TimeoutError after the deadline
+        waiter.result(timeout=_DEADLINE)
+
+
+def test_a_timed_out_result_leaves_no_gate_behind_and_a_later_one_sees_the_outcome() -> None:
+    job = Job(0)
+    with pytest.raises(cf.TimeoutError):
+        job.result(timeout=0.01)
+    assert job._gates == []
+    job.finish(False, KeyError("k"))
+    with pytest.raises(KeyError):
+        job.result(timeout=0.01)

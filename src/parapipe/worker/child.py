@@ -174,17 +174,19 @@ def _serve_with(conn: Connection, send: _Sender, stage: Any, boot: WorkerBoot, a
 
 def _spinner(conn: Connection, seconds: float) -> Callable[[], None]:
     """Poll the pipe for up to ``seconds`` before ``recv_bytes`` blocks, so that a caller who
-    sends again right after its answer does not pay for waking a sleeping process."""
+    sends again right after its answer does not pay for waking a sleeping process. Each poll
+    yields the core first: a parent thread (or another worker) that shares it runs at once,
+    so a `map` whose parent is busy decoding results loses nothing to the spin."""
     if seconds <= 0:
         return lambda: None
     poller = select.poll()
     poller.register(conn.fileno(), select.POLLIN)
-    poll, clock = poller.poll, time.perf_counter
+    poll, clock, give_way = poller.poll, time.perf_counter, os.sched_yield
 
     def spin() -> None:
         deadline = clock() + seconds
         while not poll(0) and clock() < deadline:
-            pass
+            give_way()
 
     return spin
 
