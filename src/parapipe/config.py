@@ -17,7 +17,7 @@ DEFAULT_RETRIES = 2
 DEFAULT_STARTUP_TIMEOUT = 600.0
 """Seconds every worker has to import and run setup(); large models on slow disks need minutes."""
 
-DEFAULT_SPIN_US = 200
+DEFAULT_SPIN_US = 100
 """Microseconds an idle worker keeps polling its pipe before it sleeps (`spin_seconds`)."""
 
 _UNITS = {
