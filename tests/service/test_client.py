@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
+import httpx
 import pytest
 
 import parapipe as pp
@@ -80,6 +82,24 @@ def test_one_async_client_keeps_every_concurrent_call_in_flight(tmp_path: Path) 
         assert asyncio.run(scenario()) == [PROBE_BATCH] * PROBE_BATCH
     finally:
         server.stop()
+
+
+def test_a_client_leaves_room_for_other_clients_under_the_server_cap(pipeline_server: Server) -> None:
+    """48 connections of other clients are open; 300 concurrent calls of one more client all get
+    answers (a client that opened as many connections as the server accepts had its last ones
+    closed unanswered)."""
+    address = httpx.URL(pipeline_server.url)
+    others = [socket.create_connection((address.host, address.port)) for _ in range(48)]
+
+    async def scenario() -> list[object]:
+        async with AsyncClient(pipeline_server.url) as client:
+            return list(await asyncio.gather(*(client.run(n) for n in range(300))))
+
+    try:
+        assert asyncio.run(scenario()) == [{"size": len(str(n)), "kind": "int"} for n in range(300)]
+    finally:
+        for sock in others:
+            sock.close()
 
 
 def test_a_connection_limit_below_one_is_refused() -> None:

@@ -46,12 +46,15 @@ DEFAULT_TIMEOUT = 330.0
 NO_DELAY = [(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)]
 """httpx writes a POST's headers and body separately: with Nagle's algorithm on, the body then
 waits for the server's delayed ACK, about 40 ms per request on Linux."""
-DEFAULT_MAX_CONNECTIONS = SERVER_MAX_CONNECTIONS
-"""Connections one client may open: as many as a default server accepts (``--max-connections``,
-256), instead of stopping at httpx's default of 100; more would only be refused by the server.
-Requests past it wait in the client for a free connection, so 300 concurrent calls still all
-complete. Each connection is a file descriptor: lower it under a small ``ulimit -n``. Idle
-connections are all kept alive, so the next burst does not reconnect."""
+DEFAULT_MAX_CONNECTIONS = SERVER_MAX_CONNECTIONS * 3 // 4
+"""Connections one client may open: three quarters of what a default server accepts
+(``--max-connections``, 256), instead of stopping at httpx's default of 100. Not all of it: the
+server's cap counts every client's connections, the dashboard's, and the ones a client has
+closed but the server has not yet seen go; a client that took every slot had its last
+connections refused ("server disconnected without sending a response"). Requests past it wait
+in the client for a free connection, so 300 concurrent calls still all complete. Each
+connection is a file descriptor: lower it under a small ``ulimit -n``. Idle connections are all
+kept alive, so the next burst does not reconnect."""
 
 FileInput = str | os.PathLike[str] | bytes | IO[bytes]
 
