@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
+import math
 import multiprocessing as mp
 import os
 import pickle
@@ -184,6 +185,10 @@ FIGURE = Figure("the cost of one no-op call (round trip: lower is better; submit
                  ("system",), ("round trip p50 µs", "submits/s"))  # fmt: skip
 
 
+def _count(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:,.0f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
@@ -204,7 +209,7 @@ def main() -> None:
         print(f"  measured {label}", flush=True)
     base = dict(rows)["multiprocessing.Pool"]
     headers = ["system", "round trip p50 µs", "p99 µs", "submits/s", "map items/s", "map vs Pool.map"]
-    table = [[label, f"{r['p50']:.0f}", f"{r['p99']:.0f}", f"{r['submits']:,.0f}" if r["submits"] == r["submits"] else "-", f"{r['map']:,.0f}",
+    table = [[label, f"{r['p50']:.0f}", f"{r['p99']:.0f}", _count(r["submits"]), f"{r['map']:,.0f}",
               f"{r['map'] / base['map']:.2f}x"] for label, r in rows]  # fmt: skip
     print("\n| " + " | ".join(headers) + " |")
     print("|---|---:|---:|---:|---:|---:|")

@@ -121,6 +121,10 @@ class InProcessHost:
 
     def __init__(self, opts: dict[str, Any], marks: dict[str, float]) -> None:
         self.single = bool(opts.get("single_thread"))
+        if self.single:  # the limit's measurement: no CPU lost to page faults, as in our workers
+            from parapipe.worker.malloc import keep_freed_memory
+
+            keep_freed_memory()
         all_cores = set(os.sched_getaffinity(0))
         if self.single:  # budgets read the affinity: pp.current().cpus becomes 1 for every stage
             os.sched_setaffinity(0, {min(all_cores)})

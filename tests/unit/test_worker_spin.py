@@ -31,7 +31,7 @@ def test_spin_defaults_and_reads_microseconds(monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.parametrize("raw", ["fast", "-1", "2e6", "nan"])
 def test_a_bad_spin_fails_the_engine_start_saying_what_to_write(monkeypatch: pytest.MonkeyPatch, raw: str) -> None:
     monkeypatch.setenv("PARAPIPE_SPIN_US", raw)
-    with pytest.raises(ConfigError, match="PARAPIPE_SPIN_US.*microseconds"):
+    with pytest.raises(ConfigError, match=r"PARAPIPE_SPIN_US.*microseconds"):
         pp.Engine(pp.stage(_noop)).start()
 
 

@@ -28,6 +28,7 @@ from ..stagewire import load_stage
 from . import protocol
 from .execute import Errors, run_batch, run_one
 from .gpucap import cap_memory
+from .malloc import keep_freed_memory
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class WorkerBoot:
 def main(conn: Connection, boot: WorkerBoot) -> None:
     """Entry point of every worker process."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    keep_freed_memory()  # before the stage loads: its model's calls reuse the memory they free
     _watch_parent()
     send = _Sender(conn)
     _install_log_forwarding(send, boot)

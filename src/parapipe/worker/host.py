@@ -100,8 +100,8 @@ class LocalHost:
         boot = child.WorkerBoot(
             stage=self._stage.stage_name, replica=budget.replica, threads=budget.threads, cores=budget.cores,
             stage_bytes=self._stage_bytes, env=env, gpus=budget.gpus, gpu_fraction=budget.gpu_fraction,
-            log_level=self._log_level, max_memory=self._max_memory, max_items=self._stage.max_items_per_worker, spin=self._spin,
-            python=self._interpreter.python,
+            log_level=self._log_level, max_memory=self._max_memory, max_items=self._stage.max_items_per_worker,
+            spin=self._spin, python=self._interpreter.python,
         )  # fmt: skip
         r = Replica(owner, budget, ctx, boot)
         r.start()
