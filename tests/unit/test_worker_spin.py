@@ -36,7 +36,7 @@ def test_a_bad_spin_fails_the_engine_start_saying_what_to_write(monkeypatch: pyt
 
 
 def test_the_spinner_polls_for_its_whole_time_when_nothing_arrives() -> None:
-    here, there = multiprocessing.Pipe()
+    here, _there = multiprocessing.Pipe()  # the other end stays open: a closed one reads as ready
     spin = _spinner(here, 0.05)
     t0 = time.perf_counter()
     spin()
