@@ -5,15 +5,16 @@ own ``mmap`` (unmapped again by ``free``), and free memory at the top of the hea
 once more than 128 KiB of it is free. It raises both limits by itself after freeing a large
 mapped block, but never past 32 MiB. A model call that allocates and frees hundreds of
 megabytes of temporaries therefore gets fresh pages from the kernel, faulted in and zeroed,
-on every call. Measured on this project's 2-core machine (``docs/reliability.md``): Whisper
+on every call. Measured on this project's 2-core machine (``docs/throughput.md``): Whisper
 tiny.en under CTranslate2 took 475,000 minor page faults and 3.5 CPU s for 9 short files in a
 worker, and 40 faults and 2.7 CPU s with the settings below. A process that happened to import
 torch first paid the lower figure (torch's import frees a large block early), which is why the
 single-process baselines of ``benchmarks/speech.py`` had been cheaper per file than our workers.
 
-So a worker keeps what it freed for its next call: no per-block mappings, and up to
-`TRIM_THRESHOLD` of free memory kept at the top of the heap. Memory is still returned above
-that, and resident memory stays bounded by the worker's peak, which ``max_memory`` bounds.
+So a worker keeps what it freed for its next call (`_SETTINGS`): no per-block mappings, up to
+`TRIM_THRESHOLD` of free memory kept at the top of the heap, and one heap for all its
+threads. Memory is still returned above that, and resident memory stays bounded by the
+worker's peak, which ``max_memory`` bounds.
 """
 
 from __future__ import annotations
@@ -28,7 +29,17 @@ TRIM_THRESHOLD = 256 << 20
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
-_USER_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_")
+_M_ARENA_MAX = -8
+_SETTINGS = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_ARENA_MAX, 1))
+"""No block gets its own mapping; 256 MiB may stay free at the top of the heap; and one arena,
+the main one, for every thread. The last matters as much as the others: CTranslate2 runs the
+model in a thread of its own, whose arena is a set of mapped heaps that glibc unmaps whenever
+one empties. In a process where that happened, the first two settings alone still left 1.4
+million page faults per pass over the speech corpus; with one arena, 36. A worker's threads
+are few (its CPU budget), so they seldom wait for the arena's lock."""
+_USER_SETTINGS = (
+    "MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_MMAP_MAX_", "MALLOC_TOP_PAD_", "MALLOC_ARENA_MAX",
+)  # fmt: skip
 
 
 def keep_freed_memory() -> bool:
@@ -44,4 +55,4 @@ def keep_freed_memory() -> bool:
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
-    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return all(mallopt(option, value) for option, value in _SETTINGS)
