@@ -140,6 +140,20 @@ class ReplicaLedger:
         free = self.answered([], key)
         return [t for t in (self.inflight.pop(tid, None) for tid in tids) if t is not None], free
 
+    def withdraw(
+        self, tids: list[int], bad: Sequence[tuple[int, BaseException]], names: list[str]
+    ) -> tuple[list[tuple[Task, BaseException]], bool]:
+        """A message is about to be written without the items it could not encode (``bad``):
+        they leave the ledger, with why; the segments it names (``names``) join it. The bool is
+        False when nothing is left to write: the message then counts as answered."""
+        dropped = [(task, exc) for tid, exc in bad if (task := self.inflight.pop(tid, None)) is not None]
+        if names:
+            self.segments.sent(tids[0], names)
+        left = any(tid in self.inflight for tid in tids)
+        if not left:
+            self.answered([], tids[0])
+        return dropped, left
+
     def orphans(self, all_running: bool = False) -> tuple[list[Task], list[Task]]:
         """The worker is gone: (tasks it was running, tasks still waiting in its pipe); the
         ledger is emptied and its segments unlinked. A concurrent worker (``all_running``) may

@@ -174,22 +174,22 @@ class StagePool:
             self._settle([(task, False, StageFailed(self.name, failure))])
             return
         for send in sends:
-            self._send(*send)
+            self._host.send(*send)
 
     def pump(self) -> None:
         """Send what the dispatcher assigns to the ready replicas (safe to call any time)."""
         with self._lock:
             sends = self._assign()
         for send in sends:
-            self._send(*send)
+            self._host.send(*send)
 
-    def _assign(self) -> list[tuple[ReplicaLedger, list[int], list[Task], int]]:
+    def _assign(self) -> list[tuple[ReplicaLedger, int, list[int], list[Task]]]:
         """Under the lock: record what goes to which replica now; the caller sends it after."""
         sends = []
         for a in self._dispatch.assign([r for r in self._replicas if r.state == "ready"]):
             tids = list(itertools.islice(self._ids, len(a.tasks)))
             a.replica.record(tids, a.tasks, a.exclusive)
-            sends.append((a.replica, tids, a.tasks, a.kind))
+            sends.append((a.replica, a.kind, tids, a.tasks))  # `ReplicaHost.send`'s arguments
             if self._timed and self._deadlines is not None:
                 self._deadlines.arm(a.replica, float(self.stage.timeout or 0))
         for key, delay in ((_BATCH_TIMER, self._dispatch.batch_timer()), (_RATE_TIMER, self._dispatch.rate_timer())):
@@ -197,33 +197,19 @@ class StagePool:
                 self._deadlines.arm(key, delay)
         return sends
 
-    def _send(self, r: ReplicaLedger, tids: list[int], tasks: list[Task], kind: int) -> None:
-        self._host.send(r, kind, tids, tasks)
-
     def unsent(
         self, r: ReplicaLedger, tids: list[int], bad: Sequence[tuple[int, BaseException]], names: list[str]
     ) -> bool:
-        """The host encoded a message and is about to write it: the items it could not encode
-        (``bad``) leave the ledger and fail, the segments it wrote (``names``) join it. False:
-        nothing is left to write (the message counts as answered)."""
-        dropped: list[Outcome] = []
+        """The host encoded a message and is about to write it (`ReplicaLedger.withdraw`): the
+        items it could not encode fail; False: nothing is left to write."""
         with self._lock:
-            for tid, exc in bad:
-                task = r.inflight.pop(tid, None)
-                if task is not None:
-                    error = StageError(
-                        self.name, f"item cannot be sent to a worker: {exc}", exc_type="ItemNotPicklable"
-                    )
-                    dropped.append((task, False, error))
-            if names:
-                r.segments.sent(tids[0], names)
-            empty = not any(tid in r.inflight for tid in tids)
-            if empty:  # every item was unpicklable: nothing to send, nothing to wait for
-                r.answered([], tids[0])
-        self._settle(dropped)
-        if empty:
+            dropped, left = r.withdraw(tids, bad, names)
+        why = "item cannot be sent to a worker: {}"
+        unsendable = [StageError(self.name, why.format(e), exc_type="ItemNotPicklable") for _, e in dropped]
+        self._settle([(t, False, err) for (t, _), err in zip(dropped, unsendable, strict=True)])
+        if not left:
             self.pump()
-        return not empty
+        return left
 
     # -- what the replicas report (from their reader threads) --------------------------------
 
