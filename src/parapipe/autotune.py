@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .graph import latency_tree
+from .priority import SLACK_NICE, slack_stages
 from .resources import StageRequest, WorkerBudget, plan_latency, plan_static, plan_throughput
 from .stage import Stage
 from .worker.pool import StagePool
@@ -33,13 +34,16 @@ def plan(
         return _shared_budgets(stages, {**{k: shape[k] for k in auto}, **fixed}, cores)
     free = max(1, len(cores) - sum(r * c for r, c in fixed.values()))
     shape = {**plan_throughput(auto, free), **fixed} if auto else dict(fixed)
-    requests = [_request(s, *shape[s.stage_name]) for s in stages]
+    slack = slack_stages(latency_tree(graph), costs)
+    requests = [_request(s, *shape[s.stage_name], slack=s.stage_name in auto and s.stage_name in slack) for s in stages]
     return plan_static(requests, cores)
 
 
-def _request(stage: Stage, replicas: int, threads: int) -> StageRequest:
+def _request(stage: Stage, replicas: int, threads: int, *, slack: bool) -> StageRequest:
+    """A planned stage off the critical path yields the cores, unless it set its own ``nice``."""
     gpus = tuple(stage.gpus_for(i) for i in range(replicas)) if stage.gpus else ()
-    return StageRequest(stage.stage_name, replicas, threads, gpus)
+    nice = stage.nice if stage.nice is not None else (SLACK_NICE if slack else 0)
+    return StageRequest(stage.stage_name, replicas, threads, gpus, nice)
 
 
 def _shared_budgets(
@@ -50,5 +54,5 @@ def _shared_budgets(
     for s in stages:
         replicas, threads = shape[s.stage_name]
         for i in range(replicas):
-            out.append(WorkerBudget(s.stage_name, i, threads, tuple(cores), s.gpus_for(i)))
+            out.append(WorkerBudget(s.stage_name, i, threads, tuple(cores), s.gpus_for(i), nice=s.nice or 0))
     return out

@@ -53,6 +53,8 @@ def _worker(w: Mapping[str, Any]) -> str:
             text += f" ({w['gpu_fraction']:g} of memory)"
         if w.get("gpu_memory_bytes") is not None:
             text += f"  {w['gpu_memory_bytes'] / 2**30:.1f} GiB used"
+    if w.get("nice"):
+        text += f"  nice {w['nice']}"
     if w.get("python"):
         text += f"  python {w['python']}"
     return text
@@ -75,12 +77,17 @@ def format_plan(rows: Iterable[tuple[WorkerBudget, int | None]], pythons: Mappin
 
     ``pid`` is None before the workers start, so a plan can be shown without starting anything.
     ``pythons`` names the interpreter of stages that have their own (``python=``): a column
-    then says which runs where.
+    then says which runs where. A ``nice`` column appears when a worker runs at a lowered CPU
+    priority (`parapipe.priority`).
     """
+    rows = list(rows)
     columns: tuple[str, ...] = _COLUMNS
     cells = [_row(budget, pid) for budget, pid in rows]
+    if any(budget.nice for budget, _ in rows):
+        columns = (*columns, "nice")
+        cells = [(*row, str(budget.nice)) for row, (budget, _) in zip(cells, rows, strict=True)]
     if pythons:
-        columns = (*_COLUMNS, "python")
+        columns = (*columns, "python")
         cells = [(*row, pythons.get(row[0], "-")) for row in cells]
     cells = [columns, *cells]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]

@@ -71,6 +71,7 @@ class PoolSet(Mapping[str, StagePool]):
                 s.replicas,
                 1 if s.cpus == "auto" else int(s.cpus),
                 tuple(s.gpus_for(i) for i in range(s.replicas)) if s.gpus else (),
+                s.nice or 0,
             )
             for s in self._stages
         ]

@@ -28,6 +28,7 @@ __all__ = [
     "LatencyTree",
     "StageRequest",
     "WorkerBudget",
+    "critical_path",
     "plan_latency",
     "plan_static",
     "plan_throughput",
@@ -49,12 +50,14 @@ class StageRequest:
         replicas: worker processes for this stage.
         cpus: cores (and thread-pool size) each replica wants.
         gpus: per replica, the GPU ids it sees; empty when the stage uses no GPU.
+        nice: CPU priority of each replica (`parapipe.priority`); 0 is the normal one.
     """
 
     name: str
     replicas: int
     cpus: int
     gpus: tuple[tuple[int, ...], ...] = ()
+    nice: int = 0
 
     def __post_init__(self) -> None:
         if self.replicas < 1:
@@ -78,6 +81,8 @@ class WorkerBudget:
         cores: cores the worker is pinned to with ``os.sched_setaffinity``.
         gpus: GPU ids the worker sees (see `parapipe.worker.spawn.gpu_env`).
         gpu_fraction: the share of its GPUs' memory it may use (`parapipe.gpus`); None: no cap.
+        nice: the worker's CPU priority as a Unix nice value, 0 (normal) to 19 (only what
+            others leave); see `parapipe.priority`.
     """
 
     stage: str
@@ -86,10 +91,13 @@ class WorkerBudget:
     cores: tuple[int, ...]
     gpus: tuple[int, ...] = ()
     gpu_fraction: float | None = None
+    nice: int = 0
 
     def __post_init__(self) -> None:
         if self.threads < 1:
             raise ConfigError(f"stage {self.stage!r}: a worker needs >= 1 thread")
+        if not 0 <= self.nice <= 19:
+            raise ConfigError(f"stage {self.stage!r}: nice must be 0 to 19, got {self.nice}")
 
 
 # --------------------------------------------------------------------------- usable cores
@@ -197,7 +205,7 @@ def _pinned(slots: list[tuple[StageRequest, int]], cores: Sequence[int]) -> list
 
 def _budget(req: StageRequest, replica: int, threads: int, cores: tuple[int, ...]) -> WorkerBudget:
     gpus = req.gpus[replica] if req.gpus else ()
-    return WorkerBudget(req.name, replica, threads, cores, gpus)
+    return WorkerBudget(req.name, replica, threads, cores, gpus, nice=req.nice)
 
 
 def _fair_threads(wanted: list[int], ncores: int) -> list[int]:
@@ -309,7 +317,7 @@ def _assign(tree: LatencyTree, costs: Mapping[str, float], cores: int, out: dict
         for child in _children(body):
             _assign(child, costs, cores, out)
     elif kind == "par":
-        weights = [_critical_path(child, costs) for child in _children(body)]
+        weights = [critical_path(child, costs) for child in _children(body)]
         for child, share in zip(_children(body), _par_shares(cores, weights), strict=True):
             _assign(child, costs, share, out)
     else:
@@ -324,12 +332,12 @@ def _assign_stage(name: str, costs: Mapping[str, float], cores: int, out: dict[s
     out[name] = cores
 
 
-def _critical_path(tree: LatencyTree, costs: Mapping[str, float]) -> float:
+def critical_path(tree: LatencyTree, costs: Mapping[str, float]) -> float:
     """Single-thread seconds of the longest chain in ``tree``: sums along seq, max across par."""
     kind, body = tree
     if kind == "stage":
         return costs.get(str(body), 0.0)
-    paths = [_critical_path(child, costs) for child in _children(body)]
+    paths = [critical_path(child, costs) for child in _children(body)]
     if kind == "seq":
         return sum(paths)
     return max(paths, default=0.0)

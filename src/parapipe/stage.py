@@ -41,6 +41,7 @@ _OPTION_NAMES = (
     "python",
     "concurrency",
     "rate_limit",
+    "nice",
 )
 
 
@@ -110,6 +111,7 @@ _RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         lambda v: v is None or _is_rate(v),
         "None, a number of items per second > 0, or a string such as '20/s', '600/min', '1000/h'",
     ),
+    "nice": (lambda v: v is None or (_is_count(v, 0) and v <= 19), "an int from 0 to 19 (a Unix nice value) or None"),
 }
 
 
@@ -174,6 +176,10 @@ class Stage:
             ``replicas * concurrency`` items (batches, for a batched stage).
         rate_limit: at most this many items per second leave for this stage's workers, across
             all its replicas: ``"20/s"``, ``"600/min"``, or a number per second.
+        nice: the CPU priority of this stage's workers, as a Unix nice value: 0 is normal, 19
+            runs only on what other processes leave. None (the default) lets a throughput plan
+            lower a side branch that finishes before its siblings anyway (`parapipe.priority`);
+            0 keeps the stage normal whatever the plan.
     """
 
     name: str | None = None
@@ -193,6 +199,7 @@ class Stage:
     python: str | os.PathLike[str] | None = None
     concurrency: int = 1
     rate_limit: float | str | None = None
+    nice: int | None = None
 
     def setup(self) -> None:
         """Load the model. Runs once per worker, after the CPU budget is applied."""

@@ -330,3 +330,26 @@ class OpenCVThreads(pp.Stage):
         import cv2
 
         return int(cv2.getNumThreads())
+
+
+class Niceness(pp.Stage):
+    """Reports the nice value of every thread of its worker, one of them started in setup()
+    (where a model's thread pools start); spends ``cost`` CPU seconds per item first."""
+
+    def __init__(self, name: str = "niceness", cost: float = 0.0) -> None:
+        self.name = name
+        self.cost = cost
+
+    def setup(self) -> None:
+        self._stop = threading.Event()
+        self._pool_thread = threading.Thread(target=self._stop.wait, daemon=True)
+        self._pool_thread.start()
+
+    def process(self, item: Any) -> dict[str, Any]:
+        spend(self.cost)
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+        return {"item": item, "pid": os.getpid(), "threads": len(tids),
+                "nices": sorted({os.getpriority(os.PRIO_PROCESS, t) for t in tids})}  # fmt: skip
+
+    def teardown(self) -> None:
+        self._stop.set()

@@ -84,7 +84,7 @@ def test_lazy_names_resolve_to_their_objects_and_claim_the_public_module(tmp_pat
 
 CORE = {
     "errors", "config", "context", "progress", "batching", "resources", "stage", "stagewire", "graph", "journal",
-    "plantree", "gpus", "nvml",
+    "plantree", "gpus", "nvml", "priority",
 }  # fmt: skip
 ABOVE_THE_WORKER = {
     "scheduler", "pools", "mapper", "itemkeys", "recovery", "journaled", "relay", "autotune", "engine", "ray",

@@ -82,18 +82,28 @@ def analysis_graph(
 
 
 def planned(graph: Any, plan: str, cores: int | None = None) -> Any:
-    """The graph with replicas and threads chosen for ``cores`` from `DEFAULT_COSTS`."""
+    """The graph with replicas and threads chosen for ``cores`` from `DEFAULT_COSTS`; for
+    throughput, speaker and gender yield the cores to whisper (`parapipe.priority`)."""
     from parapipe.graph import latency_tree, map_stages
+    from parapipe.priority import SLACK_NICE, slack_stages
     from parapipe.resources import plan_latency, plan_throughput, usable_cores
 
     ncores = cores or len(usable_cores())
+    slack: set[str] = set()
     if plan == "throughput":
         shape = plan_throughput(DEFAULT_COSTS, ncores)
+        slack = slack_stages(latency_tree(graph), DEFAULT_COSTS)
     elif plan == "latency":
         shape = plan_latency(latency_tree(graph), DEFAULT_COSTS, ncores)
     else:
         raise ValueError(f"plan must be 'throughput', 'latency' or None, got {plan!r}")
-    return map_stages(graph, lambda s: s.options(replicas=shape[s.stage_name][0], cpus=shape[s.stage_name][1]))
+
+    def shaped(s: Any) -> Any:
+        replicas, threads = shape[s.stage_name]
+        nice = SLACK_NICE if s.stage_name in slack and s.nice is None else s.nice
+        return s.options(replicas=replicas, cpus=threads, nice=nice)
+
+    return map_stages(graph, shaped)
 
 
 def merge_result(results: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:

@@ -60,7 +60,7 @@ class ReplicaActor:
         self._boot = WorkerBoot(
             stage=boot.stage, replica=boot.replica, threads=boot.threads, cores=claim_cores(boot.threads),
             stage_bytes=boot.stage_bytes, env=boot.env, gpus=gpus, gpu_fraction=boot.gpu_fraction,
-            log_level=boot.log_level, max_memory=boot.max_memory, max_items=boot.max_items,
+            log_level=boot.log_level, max_memory=boot.max_memory, max_items=boot.max_items, nice=boot.nice,
         )  # fmt: skip
         self._lock = threading.Lock()
         """A concurrent stage's actor is threaded: its calls share the counts below."""

@@ -239,7 +239,7 @@ class RayHost:
         boot = WorkerBoot(
             stage=self._stage.stage_name, replica=budget.replica, threads=budget.threads, cores=(),
             stage_bytes=self._stage_bytes, env=env, gpu_fraction=budget.gpu_fraction, log_level=self._log_level,
-            max_memory=self._max_memory, max_items=self._stage.max_items_per_worker,
+            max_memory=self._max_memory, max_items=self._stage.max_items_per_worker, nice=budget.nice,
         )  # fmt: skip
         return _Actor.options(**actor_options(self._stage, budget, env)).remote(boot)
 
@@ -270,8 +270,9 @@ class RayHost:
                 del self._actors[r.budget.replica]
         ray.kill(r.actor, no_restart=True)
 
-    def pin(self, r: RayReplica, cores: tuple[int, ...]) -> bool:
-        """Cores are chosen by each actor on its own node (`actor.claim_cores`), not planned."""
+    def place(self, r: RayReplica, budget: WorkerBudget) -> bool:
+        """Cores are chosen by each actor on its own node (`actor.claim_cores`), not planned,
+        and a budget's ``nice`` applies when an actor starts (a live actor keeps its own)."""
         return False
 
     def stop_all(self, replicas: list[RayReplica], timeout: float) -> None:

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from .. import context, transport
+from ..priority import lower_priority
 from ..stagewire import load_stage
 from . import protocol
 from .execute import Errors, run_batch, run_one
@@ -50,6 +51,8 @@ class WorkerBoot:
     """Seconds to poll the pipe after each answer before blocking (`config.spin_seconds`)."""
     python: str | None = None
     """The stage's own interpreter (``python=``), named in errors; None on the parent's."""
+    nice: int = 0
+    """CPU priority (`parapipe.priority`), set before the stage loads so its threads inherit it."""
 
 
 def main(conn: Connection, boot: WorkerBoot) -> None:
@@ -83,6 +86,8 @@ def build(boot: WorkerBoot) -> tuple[Any, Any]:
     process and a Ray actor (`parapipe.ray.actor`) both start here."""
     os.environ.update(boot.env)  # again, for fork/forkserver where exec-time env did not apply
     pin_all_threads(boot.cores)
+    if boot.nice:
+        lower_priority(boot.nice)
     context._set_current(
         context.WorkerContext(
             boot.stage, boot.replica, boot.threads, boot.cores, boot.gpus, gpu_fraction=boot.gpu_fraction

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 from .. import transport
 from ..config import parse_size, spin_seconds
+from ..priority import lower_priority
 from ..resources import WorkerBudget
 from ..stage import Stage
 from ..stagewire import dump_stage
@@ -68,8 +69,9 @@ class ReplicaHost(Protocol[R]):
     def reap(self, replica: R) -> Exit:
         """The replica's reader ended: release what it held, say how it ended."""
 
-    def pin(self, replica: R, cores: tuple[int, ...]) -> bool:
-        """Move a live replica to ``cores``; False where this host does not place replicas."""
+    def place(self, replica: R, budget: WorkerBudget) -> bool:
+        """Move a live replica to the budget's cores and CPU priority (`parapipe.priority`);
+        False where this host does not place replicas."""
 
     def stop_all(self, replicas: list[R], timeout: float) -> None:
         """Stop every replica (``teardown()`` first, within ``timeout``), killing stragglers."""
@@ -101,7 +103,7 @@ class LocalHost:
             stage=self._stage.stage_name, replica=budget.replica, threads=budget.threads, cores=budget.cores,
             stage_bytes=self._stage_bytes, env=env, gpus=budget.gpus, gpu_fraction=budget.gpu_fraction,
             log_level=self._log_level, max_memory=self._max_memory, max_items=self._stage.max_items_per_worker,
-            spin=self._spin, python=self._interpreter.python,
+            spin=self._spin, python=self._interpreter.python, nice=budget.nice,
         )  # fmt: skip
         r = Replica(owner, budget, ctx, boot)
         r.start()
@@ -125,9 +127,10 @@ class LocalHost:
         r.conn.close()
         return Exit(exitcode, exit_reason(r.kill_reason, exitcode, self._max_memory))
 
-    def pin(self, r: Replica, cores: tuple[int, ...]) -> bool:
+    def place(self, r: Replica, budget: WorkerBudget) -> bool:
         if r.pid is not None:
-            child.pin_all_threads(cores, r.pid)
+            child.pin_all_threads(budget.cores, r.pid)
+            lower_priority(budget.nice, r.pid)
         return True
 
     def stop_all(self, replicas: list[Replica], timeout: float) -> None:

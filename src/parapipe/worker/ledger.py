@@ -84,7 +84,7 @@ class ReplicaLedger:
         return {
             "stage": self.owner.name, "replica": b.replica, "pid": self.pid, "state": self.state,
             "cores": self.info.get("cores", b.cores), "threads": b.threads, "gpus": b.gpus,
-            "gpu_fraction": b.gpu_fraction, "pools": self.info.get("pools", []), **extra,
+            "gpu_fraction": b.gpu_fraction, "nice": b.nice, "pools": self.info.get("pools", []), **extra,
         }  # fmt: skip
 
     def startup_message(self, exitcode: int | None = None) -> str:

@@ -123,15 +123,16 @@ class StagePool:
         self._started = True
 
     def repin(self, budgets: list[WorkerBudget]) -> None:
-        """Move live workers to new cores without restarting them (their models stay loaded)."""
+        """Move live workers to new cores and priorities without restarting them (their models
+        stay loaded)."""
         with self._lock:
             replicas = {r.budget.replica: r for r in self._replicas}
             self.budgets = list(budgets)
             for budget in budgets:
                 r = replicas.get(budget.replica)
-                if r is None or r.pid is None or r.budget.cores == budget.cores:
+                if r is None or r.pid is None or (r.budget.cores, r.budget.nice) == (budget.cores, budget.nice):
                     continue
-                if self._host.pin(r, budget.cores):
+                if self._host.place(r, budget):
                     r.budget = budget
                     r.info["cores"] = budget.cores
 
