@@ -6,8 +6,8 @@ among them. Fair is not what a batch wants. The files of a batch finish when the
 branch does, so every second a side branch takes from that branch while it still has work
 is a second added at the end, where the side branch would have found an idle core anyway: the
 last whisper call of a batch runs alone on one core while the other waits. On the speech
-corpus on 2 cores, side branches at nice 10 finished batches of 9 files 5 % sooner and a long
-stream as fast as before (`benchmarks/priority.py`). The side branches lose nothing that
+corpus on 2 cores, side branches at nice 19 finished batches of 9 files 6-7 % sooner and a
+long stream as fast as before (`benchmarks/priority.py`). The side branches lose nothing that
 matters for throughput: they catch up in the gaps, and the window of items in flight bounds
 how far they lag.
 
@@ -29,11 +29,13 @@ __all__ = ["SLACK_NICE", "lower_priority", "slack_stages"]
 
 log = logging.getLogger(__name__)
 
-SLACK_NICE = 10
-"""The nice value of a stage off the critical path: about a tenth of a normal worker's share of
-a contended core (kernel weights 110 against 1024). Nice 19 was faster by 1 %, within the
-noise, and would leave a side branch almost nothing beside a busy program in the engine's own
-scheduling group (its terminal session, service or container)."""
+SLACK_NICE = 19
+"""The nice value of a stage off the critical path: the lowest, 1.5 % of a normal worker's share
+of a contended core (kernel weights 15 against 1024), so it runs in the gaps. Nice 10 (a tenth)
+measured slower in both workloads of `benchmarks/priority.py`, and 2 % slower than fair sharing
+in a long stream: a side branch that still preempts whisper now and then costs more than it
+saves. The price is paid beside a busy program in the engine's own scheduling group (docs/
+throughput.md)."""
 
 
 def slack_stages(tree: LatencyTree, costs: Mapping[str, float]) -> set[str]:

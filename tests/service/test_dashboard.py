@@ -112,6 +112,7 @@ def test_the_dashboard_shows_live_numbers(pipeline_server: Server, tmp_path: Pat
     describe = first.stages["describe"]
     assert int(describe[4]) == _done(pipeline_server, "describe")  # the "done" column
     assert describe[1].endswith("ready") and str(pipeline_server.proc.pid) not in describe[1]
+    assert first.stages["kind"][1].endswith("ready · nice 5"), "a lowered worker shows its nice"
 
     with httpx.Client(base_url=pipeline_server.url) as http:
         for item in range(4):
