@@ -57,7 +57,8 @@ class Engine:
         graph: a `Stage`, a function, a `Pipeline` or a `Parallel`.
         start_method: ``"spawn"`` (default; safe with CUDA), ``"forkserver"`` or ``"fork"``.
         cpus: ``None`` uses each stage's own ``cpus``; ``"auto"`` measures every stage on the
-            ``warmup`` items and chooses threads and replicas per stage.
+            ``warmup`` items and chooses threads, replicas and CPU priority (`parapipe.priority`)
+            per stage, in place of the stages' own ``cpus`` and ``nice``.
         mode: what ``"auto"`` optimises: ``"throughput"`` (items/s) or ``"latency"`` (one item).
         warmup: items run through the graph at start to measure stages (for ``cpus="auto"``).
         cores: the cores to plan on; default: those this process may use (affinity, cgroups).
@@ -96,7 +97,7 @@ class Engine:
         self.graph = as_graph(graph)
         self._stages = stages(self.graph)
         if cpus == "auto":
-            self._stages = [s.options(cpus="auto") for s in self._stages]
+            self._stages = [s.options(cpus="auto", nice=None) for s in self._stages]
             by_name = {s.stage_name: s for s in self._stages}
             self.graph = map_stages(self.graph, lambda s: by_name[s.stage_name])
         self.mode: Mode = mode

@@ -12,7 +12,8 @@ matters for throughput: they catch up in the gaps, and the window of items in fl
 how far they lag.
 
 Only stages the planner sizes (``cpus="auto"``, or the audio app's built-in plan) and whose
-``nice`` the user left unset get it; a stage's own ``nice`` always wins, and 0 keeps it normal.
+``nice`` is unset get it; a stage's own ``nice`` wins, and 0 keeps it normal. The exception is
+``Engine(cpus="auto")``, which plans every stage's ``cpus`` and ``nice`` afresh for its mode.
 Raising a nice value needs no privilege; lowering it again does, which is why a worker's nice
 only ever goes up while it lives.
 """

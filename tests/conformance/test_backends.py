@@ -254,6 +254,17 @@ def test_thread_caps_and_the_stage_runtime_env_reach_the_replica(backend):
     assert out["value"] == ("yes" if backend == "ray" else None)  # the local backend has no runtime env
 
 
+def test_a_stage_s_nice_reaches_every_thread_of_its_replica(backend):
+    with engine(S.Niceness().options(nice=7), backend) as e:
+        out = e.run(1, timeout=TIMEOUT)
+        rows = e.workers()
+    assert min(out["nices"]) == 7, "every thread of the replica at nice 7 or nicer"
+    # the thread that runs items and the one setup() started: Ray runs its task threads at a
+    # nice of its own (RAY_worker_niceness, 15 by default), which a nice of 7 must not lower
+    assert out["own"] == [7] if backend == "local" else min(out["own"]) >= 7
+    assert [r["nice"] for r in rows] == [7]
+
+
 def test_plan_and_workers_say_where_each_replica_runs(backend):
     with engine(pp.stage(S.square, replicas=2), backend) as e:
         rows = e.workers()

@@ -348,8 +348,10 @@ class Niceness(pp.Stage):
     def process(self, item: Any) -> dict[str, Any]:
         spend(self.cost)
         tids = [int(t) for t in os.listdir("/proc/self/task")]
+        own = (threading.get_native_id(), self._pool_thread.native_id)  # runs items; started in setup()
         return {"item": item, "pid": os.getpid(), "threads": len(tids),
-                "nices": sorted({os.getpriority(os.PRIO_PROCESS, t) for t in tids})}  # fmt: skip
+                "nices": sorted({os.getpriority(os.PRIO_PROCESS, t) for t in tids}),
+                "own": sorted({os.getpriority(os.PRIO_PROCESS, t) for t in own if t is not None})}  # fmt: skip
 
     def teardown(self) -> None:
         self._stop.set()

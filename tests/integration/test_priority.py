@@ -44,3 +44,15 @@ def test_a_pipeline_without_a_split_keeps_every_worker_at_normal_priority():
     with pp.Engine(graph, warmup=[0, 1], cores=[0, 1]) as engine:
         out = engine.run(2, timeout=60)
     assert out["nices"] == [0]
+
+
+def test_engine_cpus_auto_plans_every_stage_s_nice_afresh_for_its_mode():
+    """As with ``cpus``, the engine-wide "auto" replaces what the stages say (here a nice 7 that
+    a throughput plan such as the audio app's would have baked in): a latency plan lowers none."""
+    graph = pp.Parallel(heavy=S.Niceness("heavy", cost=0.05), light=S.Niceness("light").options(nice=7))
+    for mode, expected in (("latency", 0), ("throughput", SLACK_NICE)):
+        with pp.Engine(graph, cpus="auto", mode=mode, warmup=[0, 1, 2], cores=[0, 1]) as engine:
+            rows = {w["stage"]: w["nice"] for w in engine.workers()}
+            out = engine.run(3, timeout=60)
+        assert rows == {"heavy": 0, "light": expected}, mode
+        assert out["light"]["nices"] == [expected], mode
