@@ -123,8 +123,7 @@ class StagePool:
         self._started = True
 
     def repin(self, budgets: list[WorkerBudget]) -> None:
-        """Move live workers to new cores and priorities without restarting them (their models
-        stay loaded)."""
+        """Move live workers to new cores and priorities without a restart (models stay loaded)."""
         with self._lock:
             replicas = {r.budget.replica: r for r in self._replicas}
             self.budgets = list(budgets)
