@@ -22,16 +22,9 @@ def _f(x: Any) -> Any:
     return x
 
 
-def _g(x: Any) -> Any:
-    return x
-
-
-def _h(x: Any) -> Any:
-    return x
-
-
-def _k(x: Any) -> Any:
-    return x
+def _s(name: str) -> pp.Stage:
+    """A stage named ``name``: one function serves them all, each name its own stage."""
+    return pp.stage(_f, name=name)
 
 
 def _tree(node: Any) -> Any:
@@ -39,22 +32,22 @@ def _tree(node: Any) -> Any:
 
 
 def test_a_pipeline_without_a_split_has_no_slack_stage() -> None:
-    tree = _tree(pp.Pipeline(pp.stage(_f), pp.stage(_g)))
-    assert slack_stages(tree, {"_f": 1.0, "_g": 0.01}) == set()
+    tree = _tree(pp.Pipeline(_s("f"), _s("g")))
+    assert slack_stages(tree, {"f": 1.0, "g": 0.01}) == set()
 
 
 def test_the_lighter_branches_of_a_split_are_slack_and_what_feeds_or_follows_it_is_not() -> None:
-    graph = pp.Pipeline(pp.stage(_f), pp.Parallel(a=pp.stage(_g), b=pp.stage(_h)), pp.stage(_k))
-    assert slack_stages(_tree(graph), {"_f": 0.01, "_g": 1.6, "_h": 0.2, "_k": 0.01}) == {"_h"}
-    assert slack_stages(_tree(graph), {"_f": 0.01, "_g": 0.1, "_h": 0.2, "_k": 0.01}) == {"_g"}
+    graph = pp.Pipeline(_s("f"), pp.Parallel(a=_s("g"), b=_s("h")), _s("k"))
+    assert slack_stages(_tree(graph), {"f": 0.01, "g": 1.6, "h": 0.2, "k": 0.01}) == {"h"}
+    assert slack_stages(_tree(graph), {"f": 0.01, "g": 0.1, "h": 0.2, "k": 0.01}) == {"g"}
 
 
 def test_a_branch_is_weighed_by_its_whole_chain_and_slack_reaches_into_it() -> None:
     """b's chain (0.5 + 0.6) outweighs a's single 1.0 stage, so a is slack, and a split inside
     the critical branch has its own slack side."""
-    inner = pp.Parallel(x=pp.stage(_h), y=pp.stage(_k))
-    graph = pp.Parallel(a=pp.stage(_f), b=pp.Pipeline(pp.stage(_g), inner))
-    assert slack_stages(_tree(graph), {"_f": 1.0, "_g": 0.5, "_h": 0.6, "_k": 0.1}) == {"_f", "_k"}
+    inner = pp.Parallel(x=_s("h"), y=_s("k"))
+    graph = pp.Parallel(a=_s("f"), b=pp.Pipeline(_s("g"), inner))
+    assert slack_stages(_tree(graph), {"f": 1.0, "g": 0.5, "h": 0.6, "k": 0.1}) == {"f", "k"}
 
 
 class _Auto(pp.Stage):
