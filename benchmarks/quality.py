@@ -20,7 +20,8 @@ Metrics, per corpus:
 * enrolled: share of reference turns by an enrolled voice whose overlapping output turn
   carries that person's name (registry built from scripts/make_corpus.py's enrolment clips).
 * speakers: speakers found / true, summed over the corpus's files.
-* CPU: the speaker branch's CPU seconds as a share of the transcription branch's.
+* CPU: the speaker branch's CPU seconds as a share of the transcription branch's, with malloc
+  set as in parapipe's workers (`parapipe/worker/malloc.py`), where both branches run.
 
 Usage: python benchmarks/quality.py [--only NAME ...]. Explained in docs/benchmarks/quality.md.
 """
@@ -226,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(parser, FIGURE, argv)
     if args is None:
         return 0
+    from parapipe.worker.malloc import keep_freed_memory
+
+    keep_freed_memory()  # malloc as in parapipe's workers, before any model: no branch's CPU goes to page faults
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         make = [sys.executable, str(REPO / "scripts" / "make_conversations.py"), str(tmp / "conv")]

@@ -23,9 +23,11 @@ from .voices import DEFAULT_THRESHOLD, VoiceRegistry
 
 __all__ = ["Speaker"]
 
-IDENTIFY_SECONDS = 10.0
-"""Speech of each voice embedded for the registry: as long as two enrolment clips, enough for
-a steady voiceprint; more only costs encoder time."""
+IDENTIFY_SECONDS = 6.0
+"""Speech of each voice embedded for the registry, about one enrolment clip's worth. On the
+quality corpora (`benchmarks/quality.py`) 6 s named every enrolled turn, as 10 s did, and cut
+the speaker branch's CPU by 11 %: with the turns of a long conversation this print, not the
+sliding windows, was half the encoder's work."""
 
 
 class Speaker(pp.Stage):
