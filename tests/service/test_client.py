@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import threading
 from pathlib import Path
 
 import httpx
@@ -105,3 +106,62 @@ def test_a_client_leaves_room_for_other_clients_under_the_server_cap(pipeline_se
 def test_a_connection_limit_below_one_is_refused() -> None:
     with pytest.raises(pp.ConfigError, match="max_connections"):
         AsyncClient(max_connections=0)
+
+
+class _DroppingServer:
+    """A real HTTP server that answers the first request of each connection and keeps it alive,
+    then closes it when the next request arrives, unanswered: what a server's keep-alive
+    timeout does to a client that reuses the connection at that very moment."""
+
+    BODY = b'{"id": "j", "state": "done", "result": 1}'
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.connections = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed by the test
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            request = b""
+            while b"\r\n\r\n" not in request:
+                request += conn.recv(65536)
+            head, _, body = request.partition(b"\r\n\r\n")
+            length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), b"0"))  # fmt: skip
+            while len(body) < length:
+                body += conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                         b"content-length: %d\r\n\r\n%s" % (len(self.BODY), self.BODY))  # fmt: skip
+            conn.recv(65536)  # the next request on this connection: close it unanswered
+
+
+def test_a_read_sent_on_a_connection_the_server_just_closed_goes_again_and_a_write_does_not() -> None:
+    server = _DroppingServer()
+    try:
+        with Client(server.url) as client:
+            assert client.job("j")["state"] == "done"
+            assert client.job("j")["state"] == "done", "sent again on a fresh connection"
+            assert server.connections == 2
+            with pytest.raises(Unreachable):
+                client.submit(1)  # the POST found the second connection dropped: it may have run
+
+        async def calls() -> None:
+            async with AsyncClient(server.url) as client:
+                assert (await client.job("j"))["state"] == "done"
+                assert await client.result("j") == 1
+                with pytest.raises(Unreachable):
+                    await client.submit(1)
+
+        asyncio.run(calls())
+    finally:
+        server.sock.close()

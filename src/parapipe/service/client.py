@@ -35,7 +35,7 @@ import httpx
 
 from ..errors import ConfigError
 from .config import DEFAULT_MAX_CONNECTIONS as SERVER_MAX_CONNECTIONS
-from .config import MAX_LONG_POLL, STREAM_WINDOW
+from .config import KEEP_ALIVE_SECONDS, MAX_LONG_POLL, STREAM_WINDOW
 from .errors import JobCancelled, RequestTimeout, ServiceError, Unreachable, error_from, raise_for_error
 
 __all__ = ["DEFAULT_MAX_CONNECTIONS", "AsyncClient", "Client"]
@@ -100,10 +100,17 @@ class Client(_Base):
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise _unreachable(self.url, exc) from exc
+        retries = _retries(method)
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+                break
+            except _DROPPED as exc:
+                if not retries:
+                    raise _unreachable(self.url, exc) from exc
+                retries -= 1
+            except httpx.TransportError as exc:
+                raise _unreachable(self.url, exc) from exc
         return _decode(response)
 
     def run(self, item: Any = None, *, file: FileInput | None = None, filename: str | None = None) -> Any:
@@ -200,10 +207,17 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = await self._http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise _unreachable(self.url, exc) from exc
+        retries = _retries(method)
+        while True:
+            try:
+                response = await self._http.request(method, path, **kwargs)
+                break
+            except _DROPPED as exc:
+                if not retries:
+                    raise _unreachable(self.url, exc) from exc
+                retries -= 1
+            except httpx.TransportError as exc:
+                raise _unreachable(self.url, exc) from exc
         return _decode(response)
 
     async def run(self, item: Any = None, *, file: FileInput | None = None, filename: str | None = None) -> Any:
@@ -274,10 +288,22 @@ class AsyncClient(_Base):
                 sender.cancel()
 
 
+_DROPPED = (httpx.ReadError, httpx.RemoteProtocolError)
+"""A kept-alive connection the server closed as a request left on it (its idle timeout and our
+reuse crossed): a GET, a read, goes once more on a fresh one; a POST may have run, so not."""
+
+
+def _retries(method: str) -> int:
+    return 1 if method == "GET" else 0
+
+
 def _limits(max_connections: int) -> httpx.Limits:
+    """Idle connections are dropped well before the server's keep-alive timeout closes them: with
+    equal times (httpx's default is uvicorn's 5 s) the race `_DROPPED` covers came down to ms."""
     if max_connections < 1:
         raise ConfigError(f"max_connections must be >= 1, got {max_connections}")
-    return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections,
+                        keepalive_expiry=KEEP_ALIVE_SECONDS / 2)  # fmt: skip
 
 
 def _body(item: Any, file: FileInput | None, filename: str | None) -> dict[str, Any]:

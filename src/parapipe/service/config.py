@@ -93,6 +93,9 @@ MIN_KEY_LENGTH = 16
 """Shortest API key accepted: a short key can be guessed."""
 MAX_LONG_POLL = 60.0
 """Longest ``GET /v1/jobs/{id}?wait=`` in seconds, below common proxy idle timeouts."""
+KEEP_ALIVE_SECONDS = 5
+"""How long the server keeps an idle connection open (uvicorn's default, set explicitly so the
+clients can stay below it: see `parapipe.service.client`)."""
 STREAM_WINDOW = 64
 """Items in flight per ``WS /v1/stream`` connection, on both ends: the server reads no further
 (TCP slows a faster sender), and the clients send this many before they wait for a reply. The

@@ -14,7 +14,7 @@ from typing import Any
 
 from ..errors import ConfigError, ParapipeError
 from ..graph import load_graph
-from .config import DEFAULT_HOST, DEFAULT_PORT, ServiceConfig, check_bind
+from .config import DEFAULT_HOST, DEFAULT_PORT, KEEP_ALIVE_SECONDS, ServiceConfig, check_bind
 
 __all__ = ["serve"]
 
@@ -72,6 +72,7 @@ def _run(graph: Any, config: ServiceConfig, where: dict[str, Any], fd: int | Non
             h11_max_incomplete_event_size=config.max_header_bytes,
             ws_max_size=config.max_body_bytes,
             timeout_graceful_shutdown=int(config.drain_timeout),
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
             server_header=False,
         )
     )
