@@ -100,17 +100,15 @@ class Client(_Base):
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        retries = _retries(method)
-        while True:
+        try:
             try:
                 response = self._http.request(method, path, **kwargs)
-                break
-            except _DROPPED as exc:
-                if not retries:
-                    raise _unreachable(self.url, exc) from exc
-                retries -= 1
-            except httpx.TransportError as exc:
-                raise _unreachable(self.url, exc) from exc
+            except _DROPPED:
+                if method != "GET":
+                    raise
+                response = self._http.request(method, path, **kwargs)  # on a fresh connection
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
         return _decode(response)
 
     def run(self, item: Any = None, *, file: FileInput | None = None, filename: str | None = None) -> Any:
@@ -207,17 +205,15 @@ class AsyncClient(_Base):
         await self._http.aclose()
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        retries = _retries(method)
-        while True:
+        try:
             try:
                 response = await self._http.request(method, path, **kwargs)
-                break
-            except _DROPPED as exc:
-                if not retries:
-                    raise _unreachable(self.url, exc) from exc
-                retries -= 1
-            except httpx.TransportError as exc:
-                raise _unreachable(self.url, exc) from exc
+            except _DROPPED:
+                if method != "GET":
+                    raise
+                response = await self._http.request(method, path, **kwargs)  # on a fresh connection
+        except httpx.TransportError as exc:
+            raise _unreachable(self.url, exc) from exc
         return _decode(response)
 
     async def run(self, item: Any = None, *, file: FileInput | None = None, filename: str | None = None) -> Any:
@@ -291,10 +287,6 @@ class AsyncClient(_Base):
 _DROPPED = (httpx.ReadError, httpx.RemoteProtocolError)
 """A kept-alive connection the server closed as a request left on it (its idle timeout and our
 reuse crossed): a GET, a read, goes once more on a fresh one; a POST may have run, so not."""
-
-
-def _retries(method: str) -> int:
-    return 1 if method == "GET" else 0
 
 
 def _limits(max_connections: int) -> httpx.Limits:
