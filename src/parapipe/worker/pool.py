@@ -39,7 +39,7 @@ from typing import Any
 from .. import transport
 from ..batching import BatchQueue, BatchStats
 from ..config import DEFAULT_RETRIES, parse_size
-from ..errors import ItemError, StageError, StageFailed, TaskTimeout, WorkerDied, WorkerStartupError
+from ..errors import ItemError, StageError, StageFailed, WorkerDied, WorkerStartupError
 from ..resources import WorkerBudget
 from ..stage import Stage
 from . import protocol
@@ -246,15 +246,9 @@ class StagePool:
             waiting = len(self._dispatch) > 0  # what is queued later, its submitter assigns
         if free:
             self._arena.recycle(free)
-        settle: list[Outcome] = []
-        for task, info in failed:  # outside the lock: a retry calls the job's on_retry hook
-            if isinstance(info, protocol.ExcInfo) and info.type == protocol.TIMED_OUT:
-                info = TaskTimeout(self.name, info.message, timeout=self.stage.timeout)
-            if self._policy.decide(task, info):
-                retry_later(task, self._requeue)
-            else:
-                error = info if isinstance(info, TaskTimeout) else StageError.from_exc_info(self.name, info)
-                settle.append((task, False, error))
+        retry, settle = self._policy.answered(failed, stage=self.name, timeout=self.stage.timeout)  # unlocked
+        for task in retry:
+            retry_later(task, self._requeue)
         if waiting:
             self.pump()  # refill the worker before waking anyone: it works while we deliver
         with deferred_pumps():

@@ -1,8 +1,9 @@
 """Who is to blame when an attempt fails, and whether the task gets another one.
 
 One decision (`RetryPolicy.decide`) serves both ways an attempt can fail: the worker answered
-with the stage's exception (its ``retryable`` was decided in the child, from ``retry_on``), or
-the worker died or timed out while the task was running (`death_error` says which).
+with the stage's exception (`RetryPolicy.answered`; its ``retryable`` was decided in the child,
+from ``retry_on``), or the worker died or timed out while the task was running
+(`RetryPolicy.orphans`; `death_error` says which).
 
 A map `Chunk` whose worker died has no known culprit: any of its elements may have killed it.
 `split` turns it into one task per element, each sent alone, so the next death names the one
@@ -20,7 +21,7 @@ from typing import Any
 from .. import transport
 from ..errors import ItemError, StageError, TaskTimeout, TransportError, WorkerDied, describe_exit
 from .dispatch import Callback, Task
-from .protocol import MEMORY_EXIT, RECYCLE_EXIT, Chunk, ChunkResult, ExcInfo
+from .protocol import MEMORY_EXIT, RECYCLE_EXIT, TIMED_OUT, Chunk, ChunkResult, ExcInfo
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,25 @@ class RetryPolicy:
             return False
         task.announce_retry()
         return True
+
+    def answered(
+        self, failed: list[tuple[Task, Any]], *, stage: str, timeout: float | None
+    ) -> tuple[list[Task], list[tuple[Task, bool, Any]]]:
+        """Tasks whose worker answered with an error: ``(to retry, failed for good)``. A timeout
+        the worker measured itself (a concurrent stage's) counts as `TaskTimeout`; any other
+        error as the stage's `StageError`. Call it outside the pool's lock: a retry tells its job."""
+        retry: list[Task] = []
+        final: list[tuple[Task, bool, Any]] = []
+        for task, info in failed:
+            if isinstance(info, ExcInfo) and info.type == TIMED_OUT:
+                info = TaskTimeout(stage, info.message, timeout=timeout)
+            if self.decide(task, info):
+                retry.append(task)
+            elif isinstance(info, TaskTimeout):
+                final.append((task, False, info))
+            else:
+                final.append((task, False, StageError.from_exc_info(stage, info)))
+        return retry, final
 
     def orphans(
         self,
